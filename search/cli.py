@@ -1,0 +1,216 @@
+"""The `neurosearch` command line.
+
+Every command reads search.toml (``--config``), and any value in it can be
+overridden with ``--set section.key=value``. Mistakes a user can make end in one
+clear message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from neurosearch.simulators import SimulatorError
+
+from .config import Config, load_config
+from .errors import UserError
+
+app = typer.Typer(
+    help="Find the shallowest neural network that reproduces a NEURON neuron model (Optuna + PyTorch + MLflow).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="The study's search.toml; relative paths in it resolve against its folder.")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config value, e.g. --set training.epochs=3 (repeatable)."),
+]
+StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (overrides study.storage).")]
+StudyOpt = Annotated[Optional[str], typer.Option("--study", help="Study name (overrides study.name).")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+def _config(path: Path, sets: list[str] | None, storage: str | None = None, study: str | None = None) -> Config:
+    overrides = list(sets or [])
+    if storage:
+        overrides.append(f'study.storage="{storage}"')
+    if study:
+        overrides.append(f'study.name="{study}"')
+    return load_config(path, overrides)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = Path("search.toml"),
+    set_: SetOpt = None,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    progress: ProgressOpt = True,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Create or resume the study and run its planned trials; then report the shallowest passing network.
+
+    Start the same command on other machines with a shared --storage URL to add workers.
+    """
+    from .runner import run as run_study
+
+    report = run_study(_config(config, set_, storage, study), console, progress)
+    if json_out:
+        json_out.write_text(report.to_json())
+
+
+app.command(
+    "worker",
+    help="Join a study as one more worker (same as `run`): start it on any number of machines with the same "
+    "--storage URL (e.g. postgresql://user@db-host/neurosearch) and a work_dir on a shared file system.",
+)(run)
+
+
+@app.command()
+def simulate(config: ConfigOpt = Path("search.toml"), set_: SetOpt = None, progress: ProgressOpt = True) -> None:
+    """Generate (or find in the cache) the study's NEURON ground-truth dataset."""
+    from .runner import simulate as make_dataset
+
+    dataset = make_dataset(_config(config, set_), progress)
+    manifest = dataset.manifest
+    console.print(
+        f"dataset {dataset.path}: {len(dataset)} simulations × {dataset.duration_ms} ms, {dataset.n_inputs} inputs"
+    )
+    speed = manifest.get("wall_s_per_sim_s")
+    if speed:
+        console.print(f"NEURON cost: {speed:.2f} wall-seconds per simulated second on one core")
+
+
+@app.command()
+def report(
+    config: ConfigOpt = Path("search.toml"),
+    set_: SetOpt = None,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Print a study's depth frontier and shallowest passing network from its storage.
+
+    With --storage and --study no config file is needed (e.g. on another machine).
+    """
+    from .runner import load_report
+    from .report import render
+
+    if storage and study and not config.exists():
+        url, name = storage, study
+    else:
+        cfg = _config(config, set_, storage, study)
+        url, name = cfg.study.storage, cfg.study.name
+    result = load_report(url, name)
+    if json_out:
+        print(result.to_json())
+    else:
+        render(result, console)
+
+
+@app.command()
+def studies(
+    config: ConfigOpt = Path("search.toml"), set_: SetOpt = None, storage: StorageOpt = None
+) -> None:
+    """List the studies in a storage with their trial counts."""
+    from .runner import list_studies
+
+    url = storage if storage and not config.exists() else _config(config, set_, storage).study.storage
+    table = Table(title="studies")
+    for column in ("name", "trials", "best", "started"):
+        table.add_column(column)
+    for summary in list_studies(url):
+        best = summary.best_trial.value if summary.best_trial else None
+        started = summary.datetime_start.strftime("%Y-%m-%d %H:%M") if summary.datetime_start else "—"
+        table.add_row(summary.study_name, str(summary.n_trials), "—" if best is None else f"{best:.4f}", started)
+    console.print(table)
+
+
+@app.command()
+def ui(
+    config: ConfigOpt = Path("search.toml"),
+    set_: SetOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes the UI to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 5000,
+) -> None:
+    """Start the MLflow UI on the study's tracking store and print its URL (Ctrl-C stops it).
+
+    One experiment per study; the run "study <name>" holds the depth-frontier plot, the summary table and the registered winner; one child run per trial holds its learning curves, ROC curve, voltage trace, spec and weights.
+    """
+    from .ui import serve
+
+    cfg = _config(config, set_)
+    serve(cfg.tracking.uri, cfg.tracking.artifacts, cfg.experiment_name, host, port,
+          lambda line: console.print(line, highlight=False))
+
+
+@app.command()
+def export(
+    config: ConfigOpt = Path("search.toml"),
+    set_: SetOpt = None,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    format_: Annotated[str, typer.Option("--format", "-f", help="torchscript (a .pt for torch.jit.load) or onnx.")] = "torchscript",
+    trial: Annotated[Optional[int], typer.Option("--trial", help="Trial number to export (default: the report's winner).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: work_dir/exports/<study>-trial-<n>.pt|.onnx).")] = None,
+) -> None:
+    """Export the winning network (or --trial N) as a standalone TorchScript or ONNX file.
+
+    The file takes input spikes (float32, batch × n_inputs × time, 1 ms bins) and returns the spike probability and the somatic voltage in mV (each batch × time); a JSON file next to it describes it. The export is checked against the in-process network on a test simulation of the dataset and the largest difference is printed.
+    """
+    from .export import export_trial
+
+    fmt = format_.lower()
+    if fmt not in ("torchscript", "onnx"):
+        raise UserError(f"--format must be torchscript or onnx, got {format_!r}")
+    result = export_trial(_config(config, set_, storage, study), fmt, trial, output)
+    console.print(f"trial {result.trial} exported as {result.format}: {result.path}", highlight=False)
+    console.print(f"  what it takes and returns: {result.info_path}", highlight=False)
+    if result.fixed_time_ms:
+        console.print(f"  recurrent network: this file takes exactly {result.fixed_time_ms} ms of input", highlight=False)
+    if result.max_abs_diff is None:
+        console.print("  round trip not checked (install onnxruntime to check ONNX files)")
+    else:
+        diffs = ", ".join(f"{name} {value:.2e}" for name, value in result.max_abs_diff.items())
+        console.print(f"  max |exported - in-process| on {result.checked_on}: {diffs}", highlight=False)
+
+
+def _quiet_libraries() -> None:
+    """Our own progress lines replace Optuna's and MLflow's per-call INFO logs."""
+    import logging
+    import warnings
+
+    import mlflow  # noqa: F401  (configures its loggers on import; quiet them after)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one message, exit code 2."""
+    _quiet_libraries()
+    try:
+        app()
+    except (UserError, SimulatorError) as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: finished trials are kept; run the same command again to resume.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # python -m neurosearch.search.cli
+    main()

@@ -1,0 +1,250 @@
+"""search.toml: loading, validation and command-line overrides.
+
+Every section is a pydantic model with ``extra="forbid"`` so a misspelt key is an
+error that names it, not a silently ignored setting. Relative paths (the SQLite
+storage file, the work folder, the MLflow store) resolve against the folder of
+the config file, so a study runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from sqlalchemy.engine import make_url
+
+from neurosearch.simulators import SimulationSpec
+from neurosearch.spaces import FAMILIES, get_family
+
+from .errors import UserError
+from .metrics import METRICS
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudySection(_Section):
+    """Which study, where it is stored, and how much it may spend."""
+
+    name: str = Field("l5pc-nmda", min_length=1)
+    storage: str = "sqlite:///work/optuna.db"
+    work_dir: Path = Path("work")
+    families: list[str] = Field(default_factory=lambda: ["tcn"], min_length=1)
+    trials_per_depth: int = Field(2, ge=1)
+    seed: int = 0
+    skip_deeper_once_passing: bool = True
+    heartbeat_s: int = Field(10, ge=1)
+    grace_s: int = Field(40, ge=2)
+    max_retry: int = Field(3, ge=0)
+    reconnect_s: float = Field(180.0, ge=0)
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: list[str]) -> list[str]:
+        for name in families:
+            get_family_or_raise(name)
+        if len(set(families)) != len(families):
+            raise ValueError("families are listed twice")
+        return families
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> "StudySection":
+        if self.grace_s <= self.heartbeat_s:
+            raise ValueError("grace_s must be larger than heartbeat_s")
+        return self
+
+
+class TrackingSection(_Section):
+    """MLflow: a local store by default, a tracking server or SQL URI when shared."""
+
+    uri: str = "sqlite:///mlflow/mlflow.db"
+    artifacts: str = "mlflow/artifacts"
+    experiment: str | None = None
+    enabled: bool = True
+
+
+class TargetSection(_Section):
+    """What 'passing' means: a metric on the validation split and its threshold."""
+
+    metric: str = "spike_auc"
+    threshold: float = 0.99
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        return metric
+
+
+class TrainingSection(_Section):
+    """How each sampled network is trained; identical for every trial of a study."""
+
+    epochs: int = Field(5, ge=1)
+    steps_per_epoch: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    window_ms: int = Field(500, ge=10)
+    burn_in_ms: int = Field(100, ge=0)
+    learning_rate: tuple[float, float] = (1e-3, 1e-2)
+    voltage_weight: float = Field(0.2, ge=0)
+    device: str = "auto"
+    amp: Literal["off", "bf16"] = "off"
+    pruning: Literal["depth-median", "none"] = "depth-median"
+    prune_warmup_epochs: int = Field(2, ge=0)
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _ordered(cls, lr: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < lr[0] <= lr[1]:
+            raise ValueError("learning_rate must be [low, high] with 0 < low <= high")
+        return lr
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return device
+
+    @model_validator(mode="after")
+    def _burn_in_fits(self) -> "TrainingSection":
+        if self.burn_in_ms >= self.window_ms:
+            raise ValueError("burn_in_ms must be shorter than window_ms")
+        return self
+
+
+#: ``[spaces.<family>]``: one optional section per registered family, each validated by
+#: the family's own Space model (so errors carry the full key path, spaces.tcn.widths).
+SpacesSection = create_model(
+    "SpacesSection",
+    __config__=ConfigDict(extra="forbid"),
+    **{name: (Optional[family.Space], None) for name, family in FAMILIES.items()},
+)
+
+
+class Config(_Section):
+    """The whole of search.toml."""
+
+    study: StudySection = StudySection()
+    tracking: TrackingSection = TrackingSection()
+    target: TargetSection = TargetSection()
+    training: TrainingSection = TrainingSection()
+    simulator: SimulationSpec = SimulationSpec()
+    spaces: SpacesSection = Field(default_factory=SpacesSection)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _space_per_family(self) -> "Config":
+        for name in self.study.families:
+            if getattr(self.spaces, name) is None:
+                setattr(self.spaces, name, get_family(name).Space())
+        if self.simulator.duration_ms - self.simulator.discard_ms <= self.training.window_ms:
+            raise ValueError(
+                "simulator: recorded length after the discard (duration_ms - discard_ms) must exceed training.window_ms"
+            )
+        return self
+
+    def space(self, family: str) -> BaseModel:
+        return getattr(self.spaces, family)
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.study.name
+
+
+def get_family_or_raise(name: str):
+    """The family, or a ValueError that pydantic turns into a message naming the choices."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``section.key=value`` with value read as a TOML literal (bare words are strings)."""
+    if "=" not in item:
+        raise UserError(f"--set expects section.key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise UserError(f"--set expects section.key=value, got {item!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {item!r}: {'.'.join(path[:-1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source} is not valid:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key")
+        else:
+            got = item.get("input")
+            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            lines.append(f"  {where or '(top level)'}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _resolve(base: Path, value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_sqlite(base: Path, url: str) -> str:
+    """Make a relative ``sqlite:///file`` URL absolute against the config's folder."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError for garbage
+        raise UserError(f"storage URL {url!r} is not a database URL ({exc})") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        db = _resolve(base, parsed.database)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{db}"
+    return url
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None) -> Config:
+    """Read, override, validate and resolve a search.toml (``None``: built-in defaults)."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        source = str(path)
+        base = path.resolve().parent
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path} is not valid TOML: {exc}") from None
+    data = apply_overrides(data, overrides or [])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, source)) from None
+    config.study.work_dir = _resolve(base, config.study.work_dir)
+    config.study.storage = _resolve_sqlite(base, config.study.storage)
+    config.tracking.uri = _resolve_sqlite(base, config.tracking.uri) if "://" in config.tracking.uri else str(
+        _resolve(base, config.tracking.uri)
+    )
+    if "://" not in config.tracking.artifacts:
+        config.tracking.artifacts = str(_resolve(base, config.tracking.artifacts))
+    return config

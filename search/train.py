@@ -1,0 +1,204 @@
+"""Training one sampled network: windows in, per-epoch validation metrics out.
+
+The trainer knows nothing about Optuna or MLflow; the objective passes it an
+``on_epoch`` callback (which may raise ``optuna.TrialPruned``) and a checkpoint
+path, so a trial interrupted anywhere continues from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from neurosearch.spaces.base import Heads
+
+from .config import TrainingSection
+from .data import SplitTensors
+from .metrics import evaluate
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf: the trial is pruned with this reason, the study goes on."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one, else the CPU; GPU math set up for speed."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("training.device asks for CUDA but no CUDA GPU is visible")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def autocast(settings: TrainingSection, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast only when asked: for these convolutions TF32 measures faster (DESIGN.md)."""
+    if settings.amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    metrics: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class Prediction:
+    """Validation/test predictions of whole simulations, for metrics and plots."""
+
+    spike_prob: np.ndarray
+    spike_true: np.ndarray
+    v_pred: np.ndarray
+    v_true: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Adam on BCE(spike) + w·MSE(standardised clipped voltage), loss after a burn-in."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: SplitTensors,
+        valid: SplitTensors,
+        settings: TrainingSection,
+        learning_rate: float,
+        seed: int,
+        checkpoint: Path | None = None,
+    ) -> None:
+        self.device = train.device
+        self.model = model.to(self.device)
+        self.train_data, self.valid_data = train, valid
+        self.settings = settings
+        self.v_mean = float(train.voltage.mean())
+        self.v_std = float(train.voltage.std()) or 1.0
+        spike_rate = float(train.spikes[:, settings.burn_in_ms :].mean())
+        for module in self.model.modules():
+            if isinstance(module, Heads):
+                module.start_at(spike_rate)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)
+        self.checkpoint = checkpoint
+        self.history: list[EpochResult] = []
+        self.seconds = 0.0
+        self._resume()
+
+    def _resume(self) -> None:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return
+        state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
+        self.history = [EpochResult(**row) for row in state["history"]]
+        self.seconds = state["seconds"]
+
+    def _save(self) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "history": [vars(row) for row in self.history],
+                "seconds": self.seconds,
+            },
+            tmp,
+        )
+        os.replace(tmp, self.checkpoint)
+
+    @property
+    def resumed_epochs(self) -> int:
+        return len(self.history)
+
+    def _loss(self, x: torch.Tensor, spikes: torch.Tensor, volts: torch.Tensor) -> torch.Tensor:
+        burn = self.settings.burn_in_ms
+        with autocast(self.settings, self.device):
+            logit, v = self.model(x)
+        logit, v = logit[:, burn:].float(), v[:, burn:].float()
+        target_v = (volts[:, burn:] - self.v_mean) / self.v_std
+        bce = nn.functional.binary_cross_entropy_with_logits(logit, spikes[:, burn:])
+        return bce + self.settings.voltage_weight * nn.functional.mse_loss(v, target_v)
+
+    def fit(
+        self,
+        on_epoch: Callable[[EpochResult], None] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> list[EpochResult]:
+        """Train the remaining epochs; ``on_epoch`` sees each epoch's validation metrics."""
+        s = self.settings
+        for epoch in range(len(self.history), s.epochs):
+            start = time.perf_counter()
+            self.model.train()
+            total = torch.zeros((), device=self.device)
+            for step in range(s.steps_per_epoch):
+                x, spikes, volts = self.train_data.sample(s.batch_size, s.window_ms, self.generator)
+                loss = self._loss(x, spikes, volts)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total += loss.detach()
+                if on_step is not None:
+                    on_step(epoch * s.steps_per_epoch + step + 1, s.epochs * s.steps_per_epoch)
+            train_loss = float(total) / s.steps_per_epoch
+            if not np.isfinite(train_loss):
+                raise NonFiniteLoss(f"training loss became {train_loss} in epoch {epoch + 1}")
+            metrics = self.predict(self.valid_data).metrics
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+            self.seconds += seconds
+            result = EpochResult(epoch=epoch, train_loss=train_loss, metrics=metrics, seconds=seconds)
+            self.history.append(result)
+            self._save()
+            if on_epoch is not None:
+                on_epoch(result)
+        return self.history
+
+    def predict(self, data: SplitTensors) -> Prediction:
+        return predict(self.model, data, self.settings, self.v_mean, self.v_std)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: SplitTensors, settings: TrainingSection, v_mean: float, v_std: float, chunk: int = 4
+) -> Prediction:
+    """Run whole simulations causally; metrics skip the first ``burn_in_ms`` of each."""
+    model.eval()
+    burn = settings.burn_in_ms
+    probs, volts = [], []
+    for first in range(0, len(data), chunk):
+        rows = list(range(first, min(first + chunk, len(data))))
+        with autocast(settings, data.device):
+            logit, v = model(data.whole(rows))
+        probs.append(torch.sigmoid(logit.float())[:, burn:].cpu().numpy())
+        volts.append((v.float()[:, burn:] * v_std + v_mean).cpu().numpy())
+    pred = Prediction(
+        spike_prob=np.concatenate(probs),
+        spike_true=data.spikes[:, burn:].cpu().numpy(),
+        v_pred=np.concatenate(volts),
+        v_true=data.voltage[:, burn:].cpu().numpy(),
+    )
+    pred.metrics = evaluate(pred.spike_prob, pred.spike_true, pred.v_pred, pred.v_true)
+    return pred

@@ -1,0 +1,294 @@
+"""Public API: generate a simulated dataset (cached, resumable, checksummed) and read it.
+
+A dataset lives in ``cache_dir/<config_hash>/``: one ``.npz`` shard per simulation under
+``shards/`` and a ``manifest.json`` that records the spec, seeds, split, input metadata
+and every shard's sha256. The manifest is rewritten after each finished shard, so an
+interrupted generation knows exactly which shards are done; ``status`` turns
+``"complete"`` only when all are.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import platform
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import nmodl, storage, worker
+from .errors import SimulatorError
+from .locking import exclusive_lock
+from .spec import SPLITS, CustomModelSpec, SimulationSpec, StimulusSpec
+
+FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+__all__ = ["CustomModelSpec", "Dataset", "Simulation", "SimulationSpec", "StimulusSpec", "generate"]
+
+
+@dataclass
+class Simulation:
+    """One simulation after the discard: sparse inputs, somatic voltage and output spikes at 1 ms."""
+
+    input_index: np.ndarray  # int32, which input each input spike belongs to
+    input_time: np.ndarray  # int32, ms bin of each input spike (0 .. T-1)
+    voltage: np.ndarray  # float32 [T], somatic voltage (mV)
+    output_spikes: np.ndarray  # int32, ms bins of somatic spikes
+    n_inputs: int
+
+    @property
+    def duration_ms(self) -> int:
+        return int(self.voltage.shape[0])
+
+    def dense_input(self) -> np.ndarray:
+        """uint8 ``[n_inputs, T]`` 0/1 matrix (each input spikes at most once per bin)."""
+        dense = np.zeros((self.n_inputs, self.duration_ms), dtype=np.uint8)
+        dense[self.input_index, self.input_time] = 1
+        return dense
+
+
+class Dataset:
+    """A complete dataset on disk. Build one with ``generate`` or ``Dataset.open``."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.config_hash: str = manifest["config_hash"]
+        self.n_inputs: int = int(manifest["n_inputs"])
+        self.duration_ms: int = int(manifest["duration_ms"])
+        inputs = manifest["inputs"]
+        self.input_kind = np.asarray(inputs["kind"], dtype=np.int8)
+        self.input_group = np.asarray(inputs["group"], dtype=np.int64)
+        self.input_section: list[str] = list(inputs["section"])
+        self.input_x = np.asarray(inputs["x"], dtype=np.float64)
+        self.input_distance_um = np.asarray(inputs["distance_um"], dtype=np.float64)
+        self.wall_s_per_simulated_s: float | None = manifest.get("wall_s_per_simulated_s")
+        self.generated: list[int] = []
+        """Simulations run by the ``generate`` call that returned this (empty: a cache hit)."""
+
+    @classmethod
+    def open(cls, path: Path, *, verify: bool = True) -> "Dataset":
+        """Open a finished dataset; with ``verify``, check every shard against its checksum."""
+        path = Path(path)
+        manifest = storage.read_manifest(path)
+        if manifest is None:
+            raise SimulatorError(f"{path} holds no readable dataset manifest")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise SimulatorError(
+                f"dataset {path} has format version {manifest.get('format_version')}, expected {FORMAT_VERSION}"
+            )
+        if manifest.get("status") != "complete":
+            done = sum(entry is not None for entry in manifest.get("shards", []))
+            raise SimulatorError(
+                f"dataset {path} is incomplete ({done} of {manifest.get('n_simulations')} simulations); "
+                "run generation again to resume it"
+            )
+        if verify:
+            bad = _bad_shards(path, manifest)
+            if bad:
+                raise SimulatorError(
+                    f"dataset {path} is corrupt: shard(s) {', '.join(map(str, bad))} missing or failing "
+                    "their checksum; run generation again to regenerate them"
+                )
+        return cls(path, manifest)
+
+    def indices(self, split: str) -> list[int]:
+        """Simulation indices of ``split`` ("train", "valid" or "test")."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+        return list(self.manifest["split"][split])
+
+    def load(self, i: int) -> Simulation:
+        """Read simulation ``i`` from its shard."""
+        entry = self.manifest["shards"][i]
+        arrays = storage.read_shard(self.path / entry["file"])
+        return Simulation(n_inputs=self.n_inputs, **arrays)
+
+    def __len__(self) -> int:
+        return int(self.manifest["n_simulations"])
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.path}, {len(self)} simulations × {self.duration_ms} ms, {self.n_inputs} inputs)"
+
+
+def simulation_seed(seed: int, index: int) -> int:
+    """Seed of simulation ``index``: a function of (seed, index) only."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
+def _bad_shards(folder: Path, manifest: dict) -> list[int]:
+    """Indices whose shard is unrecorded, missing, or fails its checksum."""
+    bad = []
+    for i, entry in enumerate(manifest["shards"]):
+        if entry is None:
+            bad.append(i)
+            continue
+        path = folder / entry["file"]
+        if not path.is_file() or storage.file_sha256(path) != entry["sha256"]:
+            bad.append(i)
+    return bad
+
+
+def _new_manifest(spec: SimulationSpec, key: str) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "status": "incomplete",
+        "config_hash": key,
+        "spec": spec.model_dump(mode="json"),
+        "custom_model": spec.custom.content_digest() if spec.custom else None,
+        "neuron_version": nmodl.neuron_version(),
+        "platform": platform.platform(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n_simulations": spec.n_simulations,
+        "duration_ms": spec.recorded_ms,
+        "discard_ms": spec.discard_ms,
+        "seeds": [simulation_seed(spec.seed, i) for i in range(spec.n_simulations)],
+        "split": spec.split_indices(),
+        "n_inputs": None,
+        "inputs": None,
+        "shards": [None] * spec.n_simulations,
+        "wall_s_per_simulated_s": None,
+    }
+
+
+def _start_manifest(spec: SimulationSpec, key: str, folder: Path) -> dict:
+    """The folder's manifest if it belongs to this config (resume), else a fresh one."""
+    old = storage.read_manifest(folder)
+    fresh = _new_manifest(spec, key)
+    if old is None or old.get("format_version") != FORMAT_VERSION or old.get("config_hash") != key:
+        return fresh
+    if len(old.get("shards", [])) != spec.n_simulations or old.get("seeds") != fresh["seeds"]:
+        return fresh
+    return old
+
+
+def _worker_setup(spec: SimulationSpec) -> worker.WorkerSetup:
+    """Compile mechanisms here (once, before any worker starts) and describe the cell for workers."""
+    build_dirs = [nmodl.compile_mechanisms(nmodl.BUNDLED_MECHANISMS)]
+    builder = morphology = None
+    if spec.custom is not None:
+        custom = spec.custom
+        if custom.mechanisms is not None:
+            build_dirs.append(nmodl.compile_mechanisms(custom.mechanisms.expanduser()))
+        builder = f"{custom.builder_file.resolve()}:{custom.builder_function}"
+        morphology = str(custom.morphology.expanduser().resolve()) if custom.morphology else None
+    return worker.WorkerSetup(
+        model=spec.model,
+        builder=builder,
+        morphology=morphology,
+        mechanism_dirs=tuple(str(d) for d in build_dirs),
+        stimulus=spec.stimulus,
+        duration_ms=spec.duration_ms,
+        discard_ms=spec.discard_ms,
+    )
+
+
+def _progress(enabled: bool):
+    """A rich progress bar on stderr (a no-op when disabled)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def _summarise_speed(manifest: dict) -> None:
+    timed = [e for e in manifest["shards"] if e is not None and e.get("wall_s") is not None]
+    simulated_s = sum(e["simulated_s"] for e in timed)
+    manifest["wall_s_per_simulated_s"] = round(sum(e["wall_s"] for e in timed) / simulated_s, 4) if timed else None
+
+
+def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int], progress: bool) -> None:
+    """Run the ``todo`` simulations in worker processes, saving each shard as it arrives."""
+    setup = _worker_setup(spec)
+    n_workers = max(1, min(spec.resolved_processes(), len(todo)))
+    simulated_s = spec.duration_ms / 1000.0
+    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        described = pool.submit(worker.describe, setup)
+        futures = {pool.submit(worker.simulate, setup, i, manifest["seeds"][i]): i for i in todo}
+        inputs = described.result()
+        n_inputs = len(inputs["kind"])
+        if manifest["n_inputs"] not in (None, n_inputs):
+            raise SimulatorError(
+                f"the cell now has {n_inputs} inputs but dataset {folder} was started with "
+                f"{manifest['n_inputs']}; delete that folder to start over"
+            )
+        manifest["n_inputs"], manifest["inputs"] = n_inputs, inputs
+        storage.write_manifest(folder, manifest)
+        with _progress(progress) as bar:
+            task = bar.add_task(f"simulating {spec.model}", total=len(todo))
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    result = future.result()
+                    i = result["index"]
+                    name = storage.shard_name(i)
+                    sha = storage.write_shard(folder / name, result["arrays"])
+                    manifest["shards"][i] = {
+                        "file": name,
+                        "sha256": sha,
+                        "wall_s": round(result["wall_s"], 4),
+                        "simulated_s": simulated_s,
+                        "n_output_spikes": int(result["arrays"]["output_spikes"].size),
+                    }
+                    _summarise_speed(manifest)
+                    storage.write_manifest(folder, manifest)
+                    bar.advance(task)
+    except BrokenProcessPool:
+        raise SimulatorError(
+            f"a simulation worker for model {spec.model!r} died unexpectedly (NEURON crashed or ran out of memory)"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def generate(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) -> Dataset:
+    """Return the dataset for ``spec`` under ``cache_dir/<config_hash>/``, simulating only
+    what is missing: nothing on a cache hit, the rest after an interruption, and any shard
+    whose checksum no longer matches. Simulations run in ``spec.processes`` spawned worker
+    processes; simulation i is seeded from (seed, i) alone."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A spawned child re-running an unguarded script (the check multiprocessing itself
+        # makes): without this it would wait forever on the dataset lock its parent holds.
+        raise SimulatorError(
+            "generate() was called while a worker process was starting; put the calling code under "
+            "`if __name__ == \"__main__\":`"
+        )
+    if spec.custom is not None:
+        spec.custom.check_files()
+    key = spec.config_hash()
+    folder = Path(cache_dir) / key
+    with exclusive_lock(folder / ".lock"):
+        manifest = _start_manifest(spec, key, folder)
+        todo = _bad_shards(folder, manifest)
+        for i in todo:
+            if manifest["shards"][i] is not None:
+                log.warning("dataset %s: shard %d is missing or corrupt; simulating it again", folder, i)
+                manifest["shards"][i] = None
+        if not todo and manifest["status"] == "complete":
+            return Dataset(folder, manifest)
+        manifest["status"] = "incomplete"
+        manifest["spec"] = spec.model_dump(mode="json")
+        storage.write_manifest(folder, manifest)
+        if todo:
+            _simulate(spec, manifest, folder, todo, progress)
+        manifest["status"] = "complete"
+        manifest["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        storage.write_manifest(folder, manifest)
+    dataset = Dataset(folder, manifest)
+    dataset.generated = sorted(todo)
+    return dataset

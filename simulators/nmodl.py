@@ -1,0 +1,164 @@
+"""Compile NMODL mechanism folders once into a content-keyed cache, then load them.
+
+Compiling is slow (seconds) and every worker process needs the mechanisms, so a folder
+is compiled at most once per (file contents, NEURON version, machine) and reused by all
+later processes. Builds happen in a private temporary folder that is renamed into place
+only when complete, under a file lock, so concurrent first uses never see (or produce)
+a half-built library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from .errors import SimulatorError
+from .locking import exclusive_lock
+
+BUNDLED_MECHANISMS = Path(__file__).resolve().parent / "mechanisms"
+"""The ns_AMPA / ns_NMDA / ns_GABAA synapses shipped with neurosearch."""
+
+SOURCE_SUFFIXES = (".mod", ".inc", ".h", ".hpp", ".c", ".cpp")
+LIBRARY_NAME = "libnrnmech.so"
+OUTPUT_TAIL_LINES = 20
+
+compile_count = 0
+"""How many times this process actually ran nrnivmodl (cache misses); for tests and logs."""
+
+_loaded: set[Path] = set()
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def cache_root() -> Path:
+    """``$NEUROSEARCH_CACHE`` if set, else ``~/.cache/neurosearch``."""
+    env = os.environ.get("NEUROSEARCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "neurosearch"
+
+
+def neuron_version() -> str:
+    """NEURON's version without importing it (the main process need not load NEURON)."""
+    for dist in ("neuron", "neuron-nightly", "neuron-gpu", "neuron-gpu-nightly"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    import neuron  # a source build: no distribution metadata
+
+    return str(neuron.__version__)
+
+
+def source_files(folder: Path) -> list[Path]:
+    """The files nrnivmodl reads from ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SOURCE_SUFFIXES)
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over the names and contents of a mechanism folder's source files."""
+    digest = hashlib.sha256()
+    for path in source_files(folder):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _library(build_dir: Path) -> Path:
+    return build_dir / platform.machine() / LIBRARY_NAME
+
+
+def _nrnivmodl() -> str:
+    found = shutil.which("nrnivmodl") or shutil.which("nrnivmodl", path=str(Path(sys.executable).parent))
+    if not found:
+        raise SimulatorError("nrnivmodl was not found on PATH; is NEURON installed in this environment?")
+    return found
+
+
+def _output_tail(text: str) -> str:
+    """Last lines of nrnivmodl's output, without colour codes or the wrapper's own traceback."""
+    lines = _ANSI.sub("", text).rstrip().splitlines()
+    for k, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            lines = lines[:k]
+            break
+    return "\n".join(lines[-OUTPUT_TAIL_LINES:])
+
+
+def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
+    """Compile ``folder``'s mechanisms (once) and return the cached build folder.
+
+    The returned folder is what ``neuron.load_mechanisms`` expects (it holds
+    ``<machine>/libnrnmech.so``). Raises ``SimulatorError`` with nrnivmodl's output
+    when the folder does not compile.
+    """
+    global compile_count
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise SimulatorError(f"mechanism folder {folder} does not exist")
+    sources = source_files(folder)
+    if not any(p.suffix == ".mod" for p in sources):
+        raise SimulatorError(f"mechanism folder {folder} holds no .mod files")
+    key = hashlib.sha256(
+        f"{folder_digest(folder)}|neuron {neuron_version()}|{platform.machine()}".encode()
+    ).hexdigest()[:20]
+    parent = (root or cache_root()) / "mechanisms"
+    target = parent / key
+    if _library(target).exists():
+        return target
+    parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(parent / f".{key}.lock"):
+        if _library(target).exists():  # another process built it while we waited
+            return target
+        build = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=parent))
+        try:
+            for path in sources:
+                shutil.copy2(path, build / path.name)
+            proc = subprocess.run(
+                [_nrnivmodl()], cwd=build, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            if proc.returncode != 0 or not _library(build).exists():
+                raise SimulatorError(
+                    f"NEURON mechanisms in {folder} failed to compile (nrnivmodl exit code "
+                    f"{proc.returncode}); last lines of its output:\n{_output_tail(proc.stdout)}"
+                )
+            (build / "SOURCE").write_text(f"{folder}\n")
+            if target.exists():  # a stale, incomplete leftover: replace it
+                shutil.rmtree(target)
+            os.rename(build, target)
+            compile_count += 1
+        finally:
+            if build.exists():
+                shutil.rmtree(build, ignore_errors=True)
+    return target
+
+
+def load_compiled(build_dir: Path) -> None:
+    """Load an already compiled build folder into this process's NEURON, once."""
+    build_dir = Path(build_dir)
+    if build_dir in _loaded:
+        return
+    import neuron
+
+    if not _library(build_dir).exists():
+        raise SimulatorError(f"no compiled mechanism library in {build_dir}")
+    try:
+        ok = neuron.load_mechanisms(str(build_dir), warn_if_already_loaded=False)
+    except RuntimeError as exc:  # hoc error, e.g. a mechanism name that is already taken
+        source = (build_dir / "SOURCE").read_text().strip() if (build_dir / "SOURCE").exists() else build_dir
+        raise SimulatorError(f"NEURON could not load the mechanisms from {source}: {exc}") from None
+    if not ok:
+        raise SimulatorError(f"NEURON could not load the mechanisms from {build_dir}")
+    _loaded.add(build_dir)
+
+
+def load_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
+    """Compile (if needed) and load ``folder``'s mechanisms; idempotent within a process."""
+    build_dir = compile_mechanisms(folder, root)
+    load_compiled(build_dir)
+    return build_dir

@@ -1,0 +1,182 @@
+"""The [simulator] section of search.toml, validated, and its data-defining hash.
+
+Everything that changes the simulated data goes into ``config_hash``; settings that
+only change how fast it is produced (``processes``) do not, so datasets are shared
+between runs that differ only in those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import SimulatorError
+from .nmodl import BUNDLED_MECHANISMS, folder_digest
+
+BUNDLED_MODELS = ("l5pc", "l5pc_ampa")
+MODELS = (*BUNDLED_MODELS, "custom")
+GENERATOR_VERSION = 1
+"""Bump whenever the bundled cells, the stimulus or the engine change the data they produce."""
+SPLITS = ("train", "valid", "test")
+
+
+class StimulusSpec(BaseModel):
+    """Inhomogeneous Poisson input: per-input rate = base rate × per-simulation scale ×
+    per-branch factor × per-input factor × a slow temporal modulation shared partly
+    across the tree. All log-normal factors have mean 1, so the base rates are means."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exc_rate_hz: float = Field(10.0, ge=0, description="mean rate of each excitatory input")
+    inh_rate_hz: float = Field(10.0, ge=0, description="mean rate of each inhibitory input")
+    rate_tau_ms: float = Field(300.0, gt=0, description="time scale (Gaussian smoothing width) of rate changes")
+    temporal_sd: float = Field(0.8, ge=0, le=3, description="SD of the log-rate's slow fluctuation in time")
+    shared_fraction: float = Field(0.5, ge=0, le=1, description="part of that fluctuation common to all branches")
+    ei_correlation: float = Field(0.5, ge=0, le=1, description="how closely inhibition follows excitation in time")
+    branch_sd: float = Field(0.5, ge=0, le=3, description="SD of the per-branch log-rate factor (per simulation)")
+    input_sd: float = Field(0.3, ge=0, le=3, description="SD of the per-input log-rate factor (per simulation)")
+    rate_scale: tuple[float, float] = Field(
+        (0.6, 1.4), description="range of the per-simulation multiplier of all rates (uniform)"
+    )
+    max_rate_hz: float = Field(200.0, gt=0, le=1000, description="cap on any instantaneous rate")
+
+    @field_validator("rate_scale")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError("rate_scale must be (low, high) with 0 <= low <= high")
+        return v
+
+
+class CustomModelSpec(BaseModel):
+    """A user's cell: ``builder = "path/to/file.py:function"``; the function is called
+    with the morphology path (or None) and returns a ``CellModel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    builder: str
+    mechanisms: Path | None = None
+    morphology: Path | None = None
+
+    @field_validator("builder")
+    @classmethod
+    def _file_and_function(cls, v: str) -> str:
+        path, sep, func = v.rpartition(":")
+        if not sep or not path or not func.isidentifier():
+            raise ValueError('builder must look like "path/to/file.py:function_name"')
+        return v
+
+    @property
+    def builder_file(self) -> Path:
+        return Path(self.builder.rpartition(":")[0]).expanduser()
+
+    @property
+    def builder_function(self) -> str:
+        return self.builder.rpartition(":")[2]
+
+    def check_files(self) -> None:
+        """Raise ``SimulatorError`` for a builder, folder or morphology that is not there."""
+        if not self.builder_file.is_file():
+            raise SimulatorError(f"custom model builder file {self.builder_file} does not exist")
+        if self.mechanisms is not None and not self.mechanisms.expanduser().is_dir():
+            raise SimulatorError(f"custom model mechanism folder {self.mechanisms} does not exist")
+        if self.morphology is not None and not self.morphology.expanduser().is_file():
+            raise SimulatorError(f"custom model morphology file {self.morphology} does not exist")
+
+    def content_digest(self) -> dict[str, str | None]:
+        """Hashes of the files' contents, so moving them does not change the dataset."""
+        self.check_files()
+
+        def file_sha(p: Path) -> str:
+            return hashlib.sha256(p.expanduser().read_bytes()).hexdigest()
+
+        return {
+            "builder_function": self.builder_function,
+            "builder_sha256": file_sha(self.builder_file),
+            "mechanisms_sha256": folder_digest(self.mechanisms.expanduser()) if self.mechanisms else None,
+            "morphology_sha256": file_sha(self.morphology) if self.morphology else None,
+        }
+
+
+class SimulationSpec(BaseModel):
+    """What to simulate: which cell, how many simulations of what length, which stimulus."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "l5pc"
+    custom: CustomModelSpec | None = None
+    n_simulations: int = Field(40, ge=3)
+    duration_ms: int = Field(3000, gt=0, description="recorded per simulation, including the discarded start")
+    discard_ms: int = Field(500, ge=0)
+    seed: int = Field(0, ge=0)
+    processes: int = Field(0, ge=0, description="worker processes; 0 = all cores")
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    stimulus: StimulusSpec = Field(default_factory=StimulusSpec)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; choose one of: {', '.join(MODELS)}")
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f <= 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("split must be three positive fractions (train, valid, test) summing to 1")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SimulationSpec":
+        if self.discard_ms >= self.duration_ms:
+            raise ValueError("discard_ms must be smaller than duration_ms")
+        if (self.model == "custom") != (self.custom is not None):
+            raise ValueError('a [simulator.custom] section is required exactly when model = "custom"')
+        counts = split_counts(self.n_simulations, self.split)
+        if min(counts) < 1:
+            raise ValueError(f"split {self.split} of {self.n_simulations} simulations leaves a split empty")
+        return self
+
+    @property
+    def recorded_ms(self) -> int:
+        """T: the length kept per simulation, after the discard."""
+        return self.duration_ms - self.discard_ms
+
+    def resolved_processes(self) -> int:
+        import os
+
+        return self.processes or len(os.sched_getaffinity(0))
+
+    def config_hash(self) -> str:
+        """Stable hash of everything that changes the data (not ``processes``)."""
+        payload = {
+            "generator_version": GENERATOR_VERSION,
+            "spec": self.model_dump(mode="json", exclude={"processes", "custom"}),
+        }
+        if self.custom is not None:
+            payload["custom"] = self.custom.content_digest()
+        else:
+            payload["mechanisms_sha256"] = folder_digest(BUNDLED_MECHANISMS)
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def split_indices(self) -> dict[str, list[int]]:
+        """Simulation indices per split: contiguous blocks, train first."""
+        n_train, n_valid, _ = split_counts(self.n_simulations, self.split)
+        ids = list(range(self.n_simulations))
+        return {
+            "train": ids[:n_train],
+            "valid": ids[n_train : n_train + n_valid],
+            "test": ids[n_train + n_valid :],
+        }
+
+
+def split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """(train, valid, test) counts: valid and test rounded with at least one each, train the rest."""
+    n_valid = max(1, round(n * fractions[1]))
+    n_test = max(1, round(n * fractions[2]))
+    return n - n_valid - n_test, n_valid, n_test

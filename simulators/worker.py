@@ -1,0 +1,86 @@
+"""The worker-process side of dataset generation.
+
+Each worker (a spawned process) loads the compiled mechanisms and builds the cell once,
+on its first task, then runs many simulations with it. Tasks carry everything they need
+(``WorkerSetup``), so results depend only on the simulation's seed, never on which
+worker ran it or how many workers there are.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .engine import CellRunner
+from .spec import StimulusSpec
+from .stimulus import spike_trains
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker needs to build the cell and simulate; small and picklable."""
+
+    model: str
+    builder: str | None
+    morphology: str | None
+    mechanism_dirs: tuple[str, ...]  # compiled build folders (see nmodl.compile_mechanisms)
+    stimulus: StimulusSpec
+    duration_ms: int
+    discard_ms: int
+
+
+_runner: CellRunner | None = None
+_runner_key: tuple | None = None
+
+
+def runner_for(setup: WorkerSetup) -> CellRunner:
+    """This process's cell, built on first use and reused while the cell setup is the same."""
+    global _runner, _runner_key
+    key = (setup.model, setup.builder, setup.morphology, setup.mechanism_dirs)
+    if _runner is not None and _runner_key == key:
+        return _runner
+    os.environ.setdefault("NEURON_MODULE_OPTIONS", "-nogui")  # no "no DISPLAY" banner per worker
+    from . import nmodl
+    from .cells import build_cell
+
+    for build_dir in setup.mechanism_dirs:
+        nmodl.load_compiled(Path(build_dir))
+    morphology = Path(setup.morphology) if setup.morphology else None
+    _runner = CellRunner(build_cell(setup.model, setup.builder, morphology))
+    _runner_key = key
+    return _runner
+
+
+def describe(setup: WorkerSetup) -> dict:
+    """The cell's input metadata (kind, branch, section, position), as JSON-ready lists."""
+    return runner_for(setup).inputs.as_json()
+
+
+def simulate(setup: WorkerSetup, index: int, seed: int) -> dict:
+    """Run simulation ``index`` (stimulus drawn from ``seed``); everything before
+    ``discard_ms`` is dropped and times are re-based to the end of the discard."""
+    runner = runner_for(setup)
+    rng = np.random.default_rng(seed)
+    inputs = runner.inputs
+    input_index, input_ms = spike_trains(rng, setup.stimulus, inputs.kind, inputs.group, setup.duration_ms)
+    started = time.perf_counter()
+    result = runner.run(input_index, input_ms, setup.duration_ms)
+    wall_s = time.perf_counter() - started
+    discard, duration = setup.discard_ms, setup.duration_ms
+    kept = input_ms >= discard
+    spike_bins = np.floor(result.spike_times).astype(np.int64)
+    spike_bins = np.unique(spike_bins[(spike_bins >= discard) & (spike_bins < duration)]) - discard
+    return {
+        "index": index,
+        "wall_s": wall_s,
+        "arrays": {
+            "input_index": input_index[kept].astype(np.int32),
+            "input_time": (input_ms[kept] - discard).astype(np.int32),
+            "voltage": result.voltage[discard:duration].astype(np.float32),
+            "output_spikes": spike_bins.astype(np.int32),
+        },
+    }

@@ -1,0 +1,154 @@
+"""Fully connected network on the causal input window, applied at every time step."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import optuna
+import torch
+import torch.nn.functional as F
+from pydantic import field_validator
+from torch import nn
+
+from .base import (
+    Activation,
+    Choices,
+    Family,
+    FloatRange,
+    Heads,
+    InputMeta,
+    IntRange,
+    Norm,
+    PositiveInt,
+    SpaceBase,
+    hidden_init_,
+    make_activation,
+    make_norm,
+)
+
+FilterBank = Literal["per_input", "shared"]
+
+
+class MLPSpace(SpaceBase):
+    """Search space of the MLP family (defaults sized for a CPU)."""
+
+    depths: list[int] = [1, 2, 3, 4]
+    #: length W (ms) of the causal input window, current bin included
+    window: IntRange = (20, 100)
+    #: K temporal filters of length W per input
+    filters: Annotated[list[PositiveInt], Choices] = [2, 4, 8]
+    #: "per_input": each input has its own K filters; "shared": one bank of K filters for all inputs
+    filter_bank: Annotated[list[FilterBank], Choices] = ["per_input", "shared"]
+    widths: Annotated[list[PositiveInt], Choices] = [32, 64, 128]
+    activation: Annotated[list[Activation], Choices] = ["relu", "gelu", "elu"]
+    norm: Annotated[list[Norm], Choices] = ["none", "batch", "layer"]
+    #: dropout after every hidden layer, sampled uniformly in [low, high]
+    dropout: FloatRange = (0.0, 0.3)
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_below_one(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[1] >= 1:
+            raise ValueError("dropout must be < 1")
+        return value
+
+
+class _FilterBank(nn.Module):
+    """K causal temporal filters of length W per input (linear, no bias):
+    ``[B, N, T] -> [B, N*K, T]``, channel n*K + k = input n through filter k."""
+
+    def __init__(self, n_inputs: int, filters: int, window: int, shared: bool) -> None:
+        super().__init__()
+        self.window = window
+        self.shared = shared
+        if shared:
+            self.conv = nn.Conv1d(1, filters, window, bias=False)
+        else:
+            self.conv = nn.Conv1d(n_inputs, n_inputs * filters, window, groups=n_inputs, bias=False)
+        hidden_init_(self.conv, gain=1.0)  # linear: variance-preserving
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (self.window - 1, 0))
+        if not self.shared:
+            return self.conv(x)
+        b, n = x.shape[0], x.shape[1]
+        y = self.conv(x.reshape(b * n, 1, x.shape[2]))  # [B*N, K, T]
+        return y.reshape(b, -1, y.shape[2])
+
+
+class MLPNet(nn.Module):
+    def __init__(self, spec: dict, inputs: InputMeta) -> None:
+        super().__init__()
+        self.spec = dict(spec)
+        k = int(spec["filters"])
+        self.bank = _FilterBank(inputs.n_inputs, k, int(spec["window"]), spec["filter_bank"] == "shared")
+        layers: list[nn.Module] = []
+        in_ch = inputs.n_inputs * k
+        for width in spec["hidden"]:
+            width = int(width)
+            layers += [
+                hidden_init_(nn.Conv1d(in_ch, width, 1, bias=spec["norm"] != "batch")),
+                make_norm(spec["norm"], width),
+                make_activation(spec["activation"]),
+            ]
+            if float(spec["dropout"]) > 0:
+                layers.append(nn.Dropout(float(spec["dropout"])))
+            in_ch = width
+        self.hidden = nn.Sequential(*layers)
+        self.heads = Heads(in_ch)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.hidden(self.bank(x)))
+
+
+class MLP(Family):
+    """Fully connected network on the last W ms of all inputs, at every time step.
+
+    The dense first layer on the flattened window (n_inputs x W -> width) is factorised:
+    a linear temporal filter bank (K causal filters of length W per input, or one bank
+    shared by all inputs; no bias, no nonlinearity) feeds a per-time-step MLP of 1x1
+    convolutions (linear -> norm -> activation -> dropout) of ``depth`` hidden layers of
+    ``width`` units, then two linear heads. Filter bank + first hidden layer together are
+    a low-rank version of the flattened-window dense layer.
+
+    Depth rule: depth = number of hidden fully connected layers. The filter bank is
+    linear and directly feeds the first hidden layer's linear map, so it does not count;
+    the heads do not count. Receptive field = W.
+    """
+
+    name = "mlp"
+    Space = MLPSpace
+
+    def sample(self, trial: optuna.Trial, space: MLPSpace, depth: int) -> dict:
+        space = self.space(space)
+        depth = int(depth)
+        if depth < 1:
+            raise ValueError(f"mlp depth must be >= 1, got {depth}")
+        p = self.param
+        width = trial.suggest_categorical(p("width"), space.widths)
+        return {
+            "family": self.name,
+            "depth": depth,
+            "window": trial.suggest_int(p("window"), *space.window),
+            "filters": trial.suggest_categorical(p("filters"), space.filters),
+            "filter_bank": trial.suggest_categorical(p("filter_bank"), space.filter_bank),
+            "hidden": [width] * depth,
+            "activation": trial.suggest_categorical(p("activation"), space.activation),
+            "norm": trial.suggest_categorical(p("norm"), space.norm),
+            "dropout": trial.suggest_float(p("dropout"), *space.dropout),
+        }
+
+    def depth(self, spec: dict) -> int:
+        return len(spec["hidden"])
+
+    def receptive_field(self, spec: dict) -> int:
+        return int(spec["window"])
+
+    def build(self, spec: dict, inputs: InputMeta) -> nn.Module:
+        self._check_spec(spec)
+        if not spec["hidden"]:
+            raise ValueError("mlp spec needs at least one hidden layer")
+        return MLPNet(spec, inputs)
+
+
+FAMILY = MLP()

@@ -1,0 +1,140 @@
+"""Causal temporal convolutional network (the architecture of Beniaguev et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import optuna
+import torch
+from torch import nn
+
+from .base import (
+    Activation,
+    CausalConv1d,
+    Choices,
+    Family,
+    Heads,
+    InputMeta,
+    IntRange,
+    Norm,
+    PositiveInt,
+    SpaceBase,
+    hidden_init_,
+    make_activation,
+    make_norm,
+)
+
+
+class TCNSpace(SpaceBase):
+    """Search space of the TCN family (defaults sized for a CPU).
+
+    The published 7 x 128 network is the user space ``depths = [7]``, ``widths = [128]``,
+    ``first_kernel = [54, 54]``, ``kernel = [24, 24]``, ``dilation_growth = [1]``,
+    ``residual = [false]``, ``norm = ["batch"]``, ``activation = ["relu"]``.
+    """
+
+    depths: list[int] = [1, 2, 3, 4]
+    #: channels of every hidden layer
+    widths: Annotated[list[PositiveInt], Choices] = [16, 32, 64]
+    #: kernel (ms) of the first layer, which sees the synapses
+    first_kernel: IntRange = (15, 50)
+    #: kernel of every later layer
+    kernel: IntRange = (3, 15)
+    #: dilations of the later layers: growth**0, growth**1, ... (1 = undilated)
+    dilation_growth: Annotated[list[PositiveInt], Choices] = [1, 2]
+    residual: Annotated[list[bool], Choices] = [False, True]
+    norm: Annotated[list[Norm], Choices] = ["none", "batch", "layer"]
+    activation: Annotated[list[Activation], Choices] = ["relu", "gelu", "elu"]
+
+
+class _Block(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, dilation: int, norm: str, activation: str,
+                 residual: bool) -> None:
+        super().__init__()
+        self.conv = hidden_init_(CausalConv1d(in_ch, out_ch, kernel, dilation=dilation, bias=norm != "batch"))
+        self.norm = make_norm(norm, out_ch)
+        self.act = make_activation(activation)
+        self.residual = bool(residual and in_ch == out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.norm(self.conv(x)))
+        return x + y if self.residual else y
+
+
+class TCNNet(nn.Module):
+    def __init__(self, spec: dict, inputs: InputMeta) -> None:
+        super().__init__()
+        self.spec = dict(spec)
+        width = int(spec["width"])
+        blocks = []
+        in_ch = inputs.n_inputs
+        for kernel, dilation in zip(spec["kernels"], spec["dilations"]):
+            blocks.append(_Block(in_ch, width, int(kernel), int(dilation), spec["norm"], spec["activation"],
+                                 bool(spec["residual"])))
+            in_ch = width
+        self.blocks = nn.Sequential(*blocks)
+        self.heads = Heads(width)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.blocks(x))
+
+
+class TCN(Family):
+    """Causal TCN: ``depth`` causal Conv1d layers (synapses are the input channels, left
+    padding only), each followed by optional normalisation and an activation, then two
+    linear 1x1 heads.
+
+    Layer 1 has kernel ``first_kernel`` and dilation 1; layer ``j+1`` (j = 1 .. depth-1)
+    has kernel ``kernel`` and dilation ``dilation_growth ** (j-1)`` (1, 1, 1, ... or
+    1, 2, 4, ...). With ``residual``, layers whose input and output widths agree (all but
+    the first) compute ``x + act(norm(conv(x)))``.
+
+    Depth rule: depth = number of conv layers (each conv + activation is one hidden
+    nonlinear layer; a residual skip is a shorter path and does not add depth; the heads
+    do not count). Receptive field = 1 + sum over layers of (kernel - 1) * dilation.
+    """
+
+    name = "tcn"
+    Space = TCNSpace
+
+    def sample(self, trial: optuna.Trial, space: TCNSpace, depth: int) -> dict:
+        space = self.space(space)
+        depth = int(depth)
+        if depth < 1:
+            raise ValueError(f"tcn depth must be >= 1, got {depth}")
+        p = self.param
+        width = trial.suggest_categorical(p("width"), space.widths)
+        first = trial.suggest_int(p("first_kernel"), *space.first_kernel)
+        kernels, dilations = [first], [1]
+        residual = False
+        if depth > 1:
+            later = trial.suggest_int(p("kernel"), *space.kernel)
+            growth = trial.suggest_categorical(p("dilation_growth"), space.dilation_growth)
+            residual = trial.suggest_categorical(p("residual"), space.residual)
+            kernels += [later] * (depth - 1)
+            dilations += [growth ** j for j in range(depth - 1)]
+        return {
+            "family": self.name,
+            "depth": depth,
+            "width": width,
+            "kernels": kernels,
+            "dilations": dilations,
+            "residual": residual,
+            "norm": trial.suggest_categorical(p("norm"), space.norm),
+            "activation": trial.suggest_categorical(p("activation"), space.activation),
+        }
+
+    def depth(self, spec: dict) -> int:
+        return len(spec["kernels"])
+
+    def receptive_field(self, spec: dict) -> int:
+        return 1 + sum((int(k) - 1) * int(d) for k, d in zip(spec["kernels"], spec["dilations"]))
+
+    def build(self, spec: dict, inputs: InputMeta) -> nn.Module:
+        self._check_spec(spec)
+        if len(spec["kernels"]) != len(spec["dilations"]) or not spec["kernels"]:
+            raise ValueError("tcn spec needs one dilation per kernel and at least one layer")
+        return TCNNet(spec, inputs)
+
+
+FAMILY = TCN()

@@ -1,0 +1,89 @@
+"""search.toml validation: the shipped file is valid; mistakes name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neurosearch.search.config import load_config
+from neurosearch.search.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "search.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_is_valid_and_resolves_paths() -> None:
+    config = load_config(REPO / "search.toml")
+    assert config.study.storage == f"sqlite:///{REPO / 'work' / 'optuna.db'}"
+    assert config.study.work_dir == REPO / "work"
+    assert config.tracking.uri == f"sqlite:///{REPO / 'mlflow' / 'mlflow.db'}"
+    assert config.target.metric == "spike_auc" and config.target.threshold == 0.99
+    assert config.space("tcn").depths
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"training\.epoch: unknown key"):
+        load_config(write(tmp_path, "[training]\nepoch = 3\n"))
+
+
+def test_wrong_type_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"training\.epochs: .*integer.*'three'"):
+        load_config(write(tmp_path, '[training]\nepochs = "three"\n'))
+
+
+def test_unknown_family_and_metric(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"study\.families.*unknown family 'transformer'; known: .*tcn"):
+        load_config(write(tmp_path, '[study]\nfamilies = ["transformer"]\n'))
+    with pytest.raises(UserError, match=r"target\.metric.*unknown metric 'f1'"):
+        load_config(write(tmp_path, '[target]\nmetric = "f1"\n'))
+
+
+def test_space_section_is_validated_by_its_family(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"spaces\.tcn\.colour: unknown key"):
+        load_config(write(tmp_path, '[spaces.tcn]\ncolour = "red"\n'))
+    with pytest.raises(UserError, match=r"spaces\.rnn: unknown key"):
+        load_config(write(tmp_path, "[spaces.rnn]\ndepths = [1]\n"))
+
+
+def test_overrides_take_toml_literals(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, "[training]\nepochs = 3\n"),
+        ["training.epochs=5", "study.name=other", 'target.threshold=0.9', "study.families=['tcn']"],
+    )
+    assert config.training.epochs == 5 and config.study.name == "other" and config.target.threshold == 0.9
+    with pytest.raises(UserError, match="section.key=value"):
+        load_config(None, ["training.epochs"])
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config(write(tmp_path, "[training\n"))
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path: Path) -> None:
+    bad = write(tmp_path, "[training]\nepochs = -1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "neurosearch.search.cli", "run", "--config", str(bad)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "training.epochs" in output and "greater than or equal to 1" in output
+    assert "Traceback" not in output
+
+
+def test_cli_help_explains_commands() -> None:
+    result = subprocess.run([sys.executable, "-m", "neurosearch.search.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("run", "simulate", "report", "studies"):
+        assert command in result.stdout

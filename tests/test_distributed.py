@@ -1,0 +1,213 @@
+"""Many workers on one study in a real PostgreSQL database (127.0.0.1:5432, user postgres).
+
+Each test gets fresh databases for Optuna and MLflow. Workers are real
+`neurosearch worker` processes sharing one work folder (the shared file system).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.postgres
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+STUDY = """
+[study]
+name = "shared"
+work_dir = "shared-fs"
+trials_per_depth = 2
+heartbeat_s = 1
+grace_s = 6
+skip_deeper_once_passing = false
+
+[tracking]
+artifacts = "shared-fs/mlflow-artifacts"
+
+[target]
+threshold = 0.999
+
+[training]
+epochs = 3
+steps_per_epoch = 3
+batch_size = 4
+window_ms = 300
+burn_in_ms = 60
+pruning = "none"
+
+[simulator]
+n_simulations = 6
+duration_ms = 1300
+discard_ms = 300
+processes = 2
+
+[spaces.tcn]
+depths = [1, 2]
+"""
+
+
+def _admin():
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+
+
+def _server_up() -> bool:
+    try:
+        with _admin().connect():
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def databases():
+    """Two fresh databases (Optuna, MLflow); dropped afterwards."""
+    if not _server_up():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not running at 127.0.0.1:5432 on CI")
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    import sqlalchemy
+
+    names = [f"ns_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
+    engine = _admin()
+    with engine.connect() as conn:
+        for name in names:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield [f"postgresql://postgres@127.0.0.1:5432/{name}" for name in names]
+    with engine.connect() as conn:
+        for name in names:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _setup(tmp_path: Path, databases: list[str], extra: str = "") -> tuple[Path, str]:
+    optuna_url, mlflow_url = databases
+    text = STUDY.replace("[tracking]\n", f'[tracking]\nuri = "{mlflow_url}"\n') + extra
+    text = text.replace('[study]\n', f'[study]\nstorage = "{optuna_url}"\n')
+    (tmp_path / "search.toml").write_text(text)
+    made = subprocess.run([sys.executable, "-m", "neurosearch.search.cli", "simulate", "--no-progress"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stdout + made.stderr
+    return tmp_path, optuna_url
+
+
+def _worker(root: Path, log: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "neurosearch.search.cli", "worker", "--no-progress"],
+        cwd=root, stdout=open(root / log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _wait_all(procs: list[subprocess.Popen], root: Path, timeout: float = 900) -> None:
+    for i, proc in enumerate(procs):
+        code = proc.wait(timeout=timeout)
+        assert code == 0, (root / f"w{i}.log").read_text() if (root / f"w{i}.log").exists() else code
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="shared", storage=url).get_trials()
+
+
+def _wait_for(url: str, predicate, timeout: float = 600) -> list[optuna.trial.FrozenTrial]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            trials = _trials(url)
+            if predicate(trials):
+                return trials
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting for the study")
+
+
+def _assert_complete_plan(url: str, planned: int = 4) -> list[optuna.trial.FrozenTrial]:
+    trials = _trials(url)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    slots = {(t.params["depth"], t.params["repeat"]) for t in finished}
+    assert len(finished) == planned and len(slots) == planned
+    return trials
+
+
+def test_four_workers_complete_exactly_the_plan(tmp_path: Path, databases: list[str]) -> None:
+    root, url = _setup(tmp_path, databases)
+    procs = [_worker(root, f"w{i}.log") for i in range(4)]
+    _wait_all(procs, root)
+    trials = _assert_complete_plan(url)
+    assert len(trials) == 4  # exactly the budget: no surplus trials from racing workers
+    client = MlflowClient(tracking_uri=databases[1])
+    experiment = client.get_experiment_by_name("shared")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("neurosearch.kind") == "study"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == sorted(t.number for t in trials)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert "@" not in parents[0].data.tags["optuna.storage"] or "***" in parents[0].data.tags["optuna.storage"]
+
+
+def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path: Path, databases: list[str]) -> None:
+    root, url = _setup(tmp_path, databases, "")
+    text = (root / "search.toml").read_text().replace("steps_per_epoch = 3", "steps_per_epoch = 12")
+    (root / "search.toml").write_text(text)
+    victim = _worker(root, "w0.log")
+    trials = _wait_for(url, lambda ts: any(t.state == TrialState.RUNNING and t.intermediate_values for t in ts))
+    running = next(t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values)
+    assert running.user_attrs["worker"].endswith(f":{victim.pid}")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    survivor = _worker(root, "w1.log")
+    assert survivor.wait(timeout=900) == 0, (root / "w1.log").read_text()
+    trials = _assert_complete_plan(url)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [running.number]
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == running.number)
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_epochs"] >= 1
+    client = MlflowClient(tracking_uri=databases[1])
+    dead_run = client.get_run(running.user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED"
+    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert retry_run.data.tags["retry_of_run"] == dead_run.info.run_id
+
+
+def test_stop_all_workers_then_resume_with_one(tmp_path: Path, databases: list[str]) -> None:
+    root, url = _setup(tmp_path, databases)
+    procs = [_worker(root, f"w{i}.log") for i in range(2)]
+    _wait_for(url, lambda ts: sum(t.state == TrialState.COMPLETE for t in ts) >= 1)
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGINT)
+    for proc in procs:
+        assert proc.wait(timeout=120) in (0, 130)
+    before = [t for t in _trials(url) if t.state == TrialState.COMPLETE]
+    resumed = _worker(root, "w9.log")
+    assert resumed.wait(timeout=900) == 0, (root / "w9.log").read_text()
+    trials = _assert_complete_plan(url)
+    assert {t.number for t in before} <= {t.number for t in trials if t.state == TrialState.COMPLETE}
+
+
+@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or os.geteuid() != 0, reason="needs pg_ctlcluster as root")
+def test_postgres_restart_mid_study(tmp_path: Path, databases: list[str]) -> None:
+    root, url = _setup(tmp_path, databases)
+    text = (root / "search.toml").read_text().replace("steps_per_epoch = 3", "steps_per_epoch = 10")
+    (root / "search.toml").write_text(text)
+    procs = [_worker(root, f"w{i}.log") for i in range(2)]
+    _wait_for(url, lambda ts: any(t.intermediate_values for t in ts))
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, timeout=120)
+    _wait_all(procs, root)
+    _assert_complete_plan(url)
