@@ -7,7 +7,9 @@ clear message and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,6 +42,19 @@ StudyOpt = Annotated[Optional[str], typer.Option("--study", help="Study name (ov
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
+@contextlib.contextmanager
+def _resumable() -> Iterator[None]:
+    """Ctrl-C ends a long command with one line and exit code 130 (the shell's convention).
+
+    Caught here, inside the command, because the CLI framework would otherwise turn it
+    into a silent exit before ``main`` sees it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: finished work is kept; run the same command again to resume.")
+        raise typer.Exit(130) from None
+
+
 def _config(path: Path, sets: list[str] | None, storage: str | None = None, study: str | None = None) -> Config:
     overrides = list(sets or [])
     if storage:
@@ -64,7 +79,8 @@ def run(
     """
     from .runner import run as run_study
 
-    report = run_study(_config(config, set_, storage, study), console, progress)
+    with _resumable():
+        report = run_study(_config(config, set_, storage, study), console, progress)
     if json_out:
         json_out.write_text(report.to_json())
 
@@ -81,12 +97,12 @@ def simulate(config: ConfigOpt = Path("search.toml"), set_: SetOpt = None, progr
     """Generate (or find in the cache) the study's NEURON ground-truth dataset."""
     from .runner import simulate as make_dataset
 
-    dataset = make_dataset(_config(config, set_), progress)
-    manifest = dataset.manifest
+    with _resumable():
+        dataset = make_dataset(_config(config, set_), progress)
     console.print(
         f"dataset {dataset.path}: {len(dataset)} simulations × {dataset.duration_ms} ms, {dataset.n_inputs} inputs"
     )
-    speed = manifest.get("wall_s_per_sim_s")
+    speed = dataset.wall_s_per_simulated_s
     if speed:
         console.print(f"NEURON cost: {speed:.2f} wall-seconds per simulated second on one core")
 
@@ -151,7 +167,7 @@ def ui(
 
     cfg = _config(config, set_)
     serve(cfg.tracking.uri, cfg.tracking.artifacts, cfg.experiment_name, host, port,
-          lambda line: console.print(line, highlight=False))
+          lambda line: console.print(line, highlight=False, soft_wrap=True))  # a URL on one line, never wrapped
 
 
 @app.command()
@@ -174,15 +190,15 @@ def export(
     if fmt not in ("torchscript", "onnx"):
         raise UserError(f"--format must be torchscript or onnx, got {format_!r}")
     result = export_trial(_config(config, set_, storage, study), fmt, trial, output)
-    console.print(f"trial {result.trial} exported as {result.format}: {result.path}", highlight=False)
-    console.print(f"  what it takes and returns: {result.info_path}", highlight=False)
+    console.print(f"trial {result.trial} exported as {result.format}: {result.path}", highlight=False, soft_wrap=True)
+    console.print(f"  what it takes and returns: {result.info_path}", highlight=False, soft_wrap=True)
     if result.fixed_time_ms:
         console.print(f"  recurrent network: this file takes exactly {result.fixed_time_ms} ms of input", highlight=False)
     if result.max_abs_diff is None:
         console.print("  round trip not checked (install onnxruntime to check ONNX files)")
     else:
         diffs = ", ".join(f"{name} {value:.2e}" for name, value in result.max_abs_diff.items())
-        console.print(f"  max |exported - in-process| on {result.checked_on}: {diffs}", highlight=False)
+        console.print(f"  max |exported - in-process| on {result.checked_on}: {diffs}", highlight=False, soft_wrap=True)
 
 
 def _quiet_libraries() -> None:
@@ -205,11 +221,8 @@ def main() -> None:
     try:
         app()
     except (UserError, SimulatorError) as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)  # one line, never wrapped
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("\ninterrupted: finished trials are kept; run the same command again to resume.")
-        sys.exit(130)
 
 
 if __name__ == "__main__":  # python -m neurosearch.search.cli

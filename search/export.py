@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ def _onnx_modules() -> None:
     missing = [name for name in ("onnx", "onnxscript") if not _importable(name)]
     if missing:
         raise UserError(
-            f"ONNX export needs the package(s) {', '.join(missing)}: pip install 'neurosearch[export]'"
+            f"ONNX export needs the package(s) {', '.join(missing)}: pip install onnx onnxscript onnxruntime"
         )
 
 
@@ -289,9 +290,17 @@ def export_trial(config, fmt: Format, trial: int | None = None, output: Path | N
         states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
         why = f"it is {states[trial]}" if trial in states else "no such trial"
         raise UserError(f"trial {trial} of study {name!r} has no saved model at {model_path} ({why})")
-    if output is None:
-        output = config.study.work_dir / "exports" / f"{name}-trial-{trial}{SUFFIX[fmt]}"
-    check, label, length = None, "random spikes", 1000
+    default_name = f"{name}-trial-{trial}{SUFFIX[fmt]}"
+    output = Path(output) if output is not None else config.study.work_dir / "exports" / default_name
+    if output.is_dir():
+        raise UserError(f"{output} is a folder; give --output a file name, e.g. {output / default_name}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder {output.parent} for the exported file: {exc.strerror or exc}") from None
+    if not os.access(output.parent, os.W_OK):
+        raise UserError(f"cannot write to {output.parent} (no permission)")
+    check, label, length, dataset_dir = None, "random spikes", 1000, None
     dataset_path = study.user_attrs.get("dataset_path")
     if dataset_path and Path(dataset_path).is_dir():
         try:
@@ -300,11 +309,13 @@ def export_trial(config, fmt: Format, trial: int | None = None, output: Path | N
             sim = dataset.load(sim_id)
             check = torch.from_numpy(sim.dense_input()).float()[None]
             label, length = f"test simulation {sim_id} of dataset {dataset.path.name[:12]}", dataset.duration_ms
+            dataset_dir = str(dataset.path.resolve())
         except Exception as exc:  # the check falls back to random spikes; the export itself is unaffected
             log.warning("dataset %s unreadable (%s); checking the export on random spikes", dataset_path, exc)
-    fixed, diff, saved = export_file(model_path, fmt, Path(output), check, fixed_length=length)
+    fixed, diff, saved = export_file(model_path, fmt, output, check, fixed_length=length)
     info_path = Path(f"{output}.json")
-    info = model_info(saved, fmt, fixed, study=name, trial=trial, checked_on=label, max_abs_diff=diff)
+    info = model_info(saved, fmt, fixed, study=name, trial=trial, dataset=dataset_dir, checked_on=label,
+                      max_abs_diff=diff)
     info_path.write_text(json.dumps(info, indent=2))
     return ExportResult(Path(output), info_path, fmt, trial, fixed, label, diff)
 

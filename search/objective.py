@@ -145,6 +145,7 @@ def make_objective(
             trainer = Trainer(
                 model, ctx.split("train"), ctx.split("valid"), config.training, lr,
                 seed=config.study.seed * 100_003 + trial.number, checkpoint=ctx.checkpoint(record),
+                select=(metric, METRICS[metric].higher_is_better),
             )
             trial.set_user_attr("resumed_epochs", trainer.resumed_epochs)
             for done in trainer.history:  # resumed epochs: report them again for the pruner
@@ -159,13 +160,15 @@ def make_objective(
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"epoch {result.epoch + 1}: below the median of its depth")
 
-            history = trainer.fit(on_epoch=on_epoch, on_step=on_step)
-            final = history[-1].metrics
-            trial.set_user_attr("val_metrics", final)
+            trainer.fit(on_epoch=on_epoch, on_step=on_step)
+            trainer.restore_best()
+            best = trainer.history[trainer.best_epoch].metrics if trainer.best_epoch is not None else trainer.history[-1].metrics
+            trial.set_user_attr("val_metrics", best)
+            trial.set_user_attr("best_epoch", trainer.best_epoch)
             save_model(ctx.model_path(trial.number), trainer.model, spec, ctx.inputs, trainer)
             ctx.tracker.log_metrics(run_id, {"train_seconds": trainer.seconds, "n_params": size})
             state = "COMPLETE"
-            return final[metric]
+            return best[metric]
         except optuna.TrialPruned:
             state = "PRUNED"
             raise

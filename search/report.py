@@ -146,6 +146,22 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+def frontier_table(report: StudyReport, families: list[str]) -> Table:
+    """The depth frontier with the families side by side: best metric per depth (✓ = passes)."""
+    table = Table(title=f"depth frontier: best validation {report.metric}")
+    table.add_column("depth", justify="right")
+    for family in families:
+        table.add_column(family, justify="right")
+    cells = {(r.family, r.depth): r for r in report.rows}
+    for depth in sorted({r.depth for r in report.rows}):
+        row = [str(depth)]
+        for family in families:
+            r = cells.get((family, depth))
+            row.append("" if r is None else _fmt(r.best) + (" ✓" if r.passes else ""))
+        table.add_row(*row)
+    return table
+
+
 def render(report: StudyReport, console: Console) -> None:
     metric = METRICS[report.metric]
     op = "≥" if metric.higher_is_better else "≤"
@@ -161,6 +177,9 @@ def render(report: StudyReport, console: Console) -> None:
         )
     table.caption = "trials: complete / pruned / skipped (a shallower depth passed) / failed / waiting or running"
     console.print(table)
+    families = list(report.shallowest)
+    if len(families) > 1:
+        console.print(frontier_table(report, families))
     for family, depth in report.shallowest.items():
         if depth is None:
             best = max(

@@ -100,7 +100,14 @@ def run(config: Config, console: Console, progress: bool = True) -> StudyReport:
         def on_done(trial: optuna.trial.FrozenTrial) -> None:
             bar.update(trials_task, completed=len(study.get_trials(deepcopy=False, states=finished)))
             value = "—" if trial.value is None else f"{trial.value:.4f}"
-            reason = trial.user_attrs.get("skip_reason") or trial.user_attrs.get("fail_reason") or ""
+            # a retry inherits its dead attempt's user attrs: show a reason only for its own state
+            reason = {
+                optuna.trial.TrialState.PRUNED: trial.user_attrs.get("skip_reason") or trial.user_attrs.get("prune_reason"),
+                optuna.trial.TrialState.FAIL: trial.user_attrs.get("fail_reason"),
+            }.get(trial.state) or ""
+            if trial.system_attrs.get("failed_trial") is not None and trial.state != optuna.trial.TrialState.FAIL:
+                reason = f"(retry of trial {trial.system_attrs['failed_trial']}, resumed after "
+                reason += f"{trial.user_attrs.get('resumed_epochs', 0)} epoch(s))"
             bar.console.print(
                 f"trial {trial.number} {trial.params.get('family')} depth {trial.params.get('depth')}: "
                 f"{trial.state.name} {config.target.metric}={value} {reason}".rstrip()

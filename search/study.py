@@ -59,26 +59,37 @@ class DepthMedianPruner(BasePruner):
 
     Optuna's MedianPruner compares a trial with all others; here that would prune
     shallow networks for being worse than deep ones and destroy the per-depth
-    evidence the study exists to produce.
+    evidence the study exists to produce. Validation AUC on a few held-out
+    simulations is noisy from epoch to epoch, so a trial's best value so far is
+    compared with its peers' best values up to the same epoch, and only once
+    ``min_peers`` peers of its depth have finished.
     """
 
-    def __init__(self, warmup_steps: int, higher_is_better: bool) -> None:
+    def __init__(self, warmup_steps: int, higher_is_better: bool, min_peers: int = 2) -> None:
         self.warmup_steps = warmup_steps
+        self.min_peers = min_peers
         self.sign = 1.0 if higher_is_better else -1.0
+
+    def _best_until(self, values: dict[int, float], step: int) -> float:
+        seen = [self.sign * v for s, v in values.items() if s <= step and v == v]
+        return self.sign * max(seen) if seen else float("nan")
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None or step < self.warmup_steps:
             return False
+        current = self._best_until(trial.intermediate_values, step)
+        if current != current:
+            return True  # NaN at every epoch so far is hopeless
         slot = (trial.params.get("family"), trial.params.get("depth"))
         peers = [
-            t.intermediate_values[step]
+            self._best_until(t.intermediate_values, step)
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             if (t.params.get("family"), t.params.get("depth")) == slot and step in t.intermediate_values
         ]
-        current = trial.intermediate_values[step]
-        if not peers or current != current:
-            return current != current  # NaN is hopeless
+        peers = [v for v in peers if v == v]
+        if len(peers) < self.min_peers:
+            return False
         return self.sign * current < self.sign * float(np.median(peers))
 
 

@@ -81,6 +81,7 @@ class Trainer:
         learning_rate: float,
         seed: int,
         checkpoint: Path | None = None,
+        select: tuple[str, bool] = ("spike_auc", True),
     ) -> None:
         self.device = train.device
         self.model = model.to(self.device)
@@ -97,7 +98,10 @@ class Trainer:
         self.generator.manual_seed(seed)
         torch.manual_seed(seed)
         self.checkpoint = checkpoint
+        self.select_metric, self.select_higher = select
         self.history: list[EpochResult] = []
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
         self.seconds = 0.0
         self._resume()
 
@@ -110,6 +114,7 @@ class Trainer:
         self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
         self.history = [EpochResult(**row) for row in state["history"]]
         self.seconds = state["seconds"]
+        self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
 
     def _save(self) -> None:
         if self.checkpoint is None:
@@ -123,6 +128,8 @@ class Trainer:
                 "generator": self.generator.get_state(),
                 "history": [vars(row) for row in self.history],
                 "seconds": self.seconds,
+                "best_epoch": self.best_epoch,
+                "best_state": self.best_state,
             },
             tmp,
         )
@@ -171,10 +178,34 @@ class Trainer:
             self.seconds += seconds
             result = EpochResult(epoch=epoch, train_loss=train_loss, metrics=metrics, seconds=seconds)
             self.history.append(result)
+            self._keep_if_best(result)
             self._save()
             if on_epoch is not None:
                 on_epoch(result)
         return self.history
+
+    def _keep_if_best(self, result: EpochResult) -> None:
+        value = result.metrics.get(self.select_metric, float("nan"))
+        if value != value:
+            return
+        best = None if self.best_epoch is None else self.history[self.best_epoch].metrics[self.select_metric]
+        if best is None or (value > best if self.select_higher else value < best):
+            self.best_epoch = result.epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    @property
+    def best_value(self) -> float:
+        """The selection metric at the best validation epoch (NaN if no epoch had one)."""
+        if self.best_epoch is None:
+            return float("nan")
+        return self.history[self.best_epoch].metrics[self.select_metric]
+
+    def restore_best(self) -> None:
+        """Load the weights of the best validation epoch: validation AUC on a few held-out
+        simulations moves from epoch to epoch, and the trial stands for its best network
+        (the test split, never used for this choice, confirms the winner)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
 
     def predict(self, data: SplitTensors) -> Prediction:
         return predict(self.model, data, self.settings, self.v_mean, self.v_std)

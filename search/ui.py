@@ -41,7 +41,10 @@ def experiment_url(base: str, tracking_uri: str, experiment: str) -> str:
         found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
     except Exception:
         found = None
-    return f"{base}/#/experiments/{found.experiment_id}" if found is not None else base
+    if found is None:
+        return base
+    # MLflow 3 opens an experiment in its GenAI view (traces: none here); this asks for the runs table
+    return f"{base}/#/experiments/{found.experiment_id}?workflowType=machine_learning"
 
 
 def port_free(host: str, port: int) -> bool:

@@ -51,6 +51,7 @@ pruning = "none"
 n_simulations = 6
 duration_ms = 1300
 discard_ms = 300
+seed = 2          # every split holds output spikes
 processes = 2
 
 [spaces.tcn]
@@ -61,7 +62,7 @@ depths = [1, 2]
 def _admin():
     import sqlalchemy
 
-    return sqlalchemy.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    return sqlalchemy.create_engine(ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
 def _server_up() -> bool:
@@ -87,7 +88,8 @@ def databases():
         for name in names:
             conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     yield [f"postgresql://postgres@127.0.0.1:5432/{name}" for name in names]
-    with engine.connect() as conn:
+    engine.dispose()  # a test may have restarted the server under the pooled connection
+    with _admin().connect() as conn:
         for name in names:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

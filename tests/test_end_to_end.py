@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -21,6 +26,7 @@ name = "tiny"
 storage = "sqlite:///state/optuna.db"
 work_dir = "state"
 trials_per_depth = 1
+skip_deeper_once_passing = false   # both depths train, whatever depth 1 reaches
 heartbeat_s = 2
 grace_s = 6
 
@@ -43,6 +49,7 @@ model = "l5pc"
 n_simulations = 6
 duration_ms = 1300
 discard_ms = 300
+seed = 2          # with this seed the valid and the test simulation both hold output spikes
 processes = 2
 
 [spaces.tcn]
@@ -87,6 +94,9 @@ def test_optuna_storage_holds_the_plan(finished) -> None:
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
             assert len(t.intermediate_values) == 2 and 0.0 <= t.value <= 1.0
+            # a trial stands for its best validation epoch (whose weights it saved)
+            assert t.value == max(t.intermediate_values.values())
+            assert t.intermediate_values[t.user_attrs["best_epoch"]] == t.value
             assert t.user_attrs["spec"]["depth"] == t.params["depth"] == t.user_attrs["reported_depth"]
 
 
@@ -110,7 +120,7 @@ def test_mlflow_has_a_study_run_with_a_child_per_trial(finished) -> None:
 
 def test_second_run_resumes_without_new_work(finished) -> None:
     root, _ = finished
-    shards = {p: p.stat().st_mtime_ns for p in (root / "state" / "datasets").rglob("*") if p.is_file()}
+    shards = {p: p.stat().st_mtime_ns for p in (root / "state" / "datasets").rglob("*") if p.is_file() and not p.name.startswith(".")}  # not the lock files
     again = neurosearch("run", "--no-progress", cwd=root, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resumed" in again.stdout and "(0 trials planned now)" in again.stdout
@@ -127,6 +137,255 @@ def test_report_command_reads_the_storage_alone(finished, tmp_path: Path) -> Non
     assert json.loads(result.stdout)["study"] == "tiny"
     missing = neurosearch("report", "--storage", f"sqlite:///{root}/state/optuna.db", "--study", "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no study named 'nope'" in missing.stdout and "Traceback" not in missing.stdout
+
+
+# --------------------------------------------------------------------------- what the MLflow UI shows
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG file (and that it is one)."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", f"{path.name} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def tiny_runs(root: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/tracking/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    study_run = next(r for r in runs if r.data.tags.get("neurosearch.kind") == "study")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study_run.info.run_id]
+    return client, study_run, children
+
+
+def test_study_run_has_frontier_summary_and_winner_metrics(finished, tmp_path: Path) -> None:
+    root, _ = finished
+    report = json.loads((root / "report.json").read_text())
+    client, study_run, _ = tiny_runs(root)
+    run_id = study_run.info.run_id
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"depth_frontier.png", "summary.csv", "summary.md", "report.json", "winner_test_metrics.json"} <= names
+
+    def get(name: str) -> Path:
+        return Path(client.download_artifacts(run_id, name, str(tmp_path)))
+
+    width, height = png_size(get("depth_frontier.png"))
+    assert width >= 400 and height >= 300
+    rows = list(csv.DictReader(get("summary.csv").open()))
+    assert [(r["family"], int(r["depth"])) for r in rows] == [(r["family"], r["depth"]) for r in report["rows"]]
+    for row, want in zip(rows, report["rows"]):
+        assert float(row["best"]) == pytest.approx(want["best"]) and int(row["best_trial"]) == want["best_trial"]
+        assert row["passes"] == str(want["passes"])
+    markdown = get("summary.md").read_text()
+    assert markdown.startswith("# Study tiny: best validation spike_auc per depth")
+    assert "| tcn | 1 |" in markdown and "| tcn | 2 |" in markdown
+    winner = json.loads(get("winner_test_metrics.json").read_text())
+    assert winner["trial"] == report["winner"]["trial"] and winner["depth"] == report["winner"]["depth"]
+    assert winner["test"] == pytest.approx(report["winner"]["test"])
+    assert json.loads(get("report.json").read_text())["winner"]["trial"] == report["winner"]["trial"]
+    for key, value in report["winner"]["test"].items():
+        assert study_run.data.metrics[f"test_{key}"] == pytest.approx(value)
+    assert study_run.data.tags["registered_model"] == "tiny-surrogate"
+
+
+def test_each_trial_run_has_curves_roc_trace_spec_and_weights(finished, tmp_path: Path) -> None:
+    root, _ = finished
+    client, _, children = tiny_runs(root)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/state/optuna.db")
+    trials = {t.number: t for t in study.trials}
+    assert len(children) == len(trials) == 2
+    system_metrics = os.environ.get("NEUROSEARCH_SYSTEM_METRICS", "1").lower() not in ("0", "false", "off")
+    for child in children:
+        number = int(child.data.tags["optuna.trial"])
+        trial = trials[number]
+        names = {a.path for a in client.list_artifacts(child.info.run_id)}
+        folder = tmp_path / f"trial-{number}"
+        folder.mkdir()
+        plots = ["learning_curves.png"]
+        if trial.state == TrialState.COMPLETE:  # a pruned trial has no final model to plot
+            plots += ["roc_curve.png", "voltage_trace.png"]
+            weights = [a.path for a in client.list_artifacts(child.info.run_id, "weights")]
+            assert weights == [f"weights/trial-{number}.pt"]
+            saved = Path(client.download_artifacts(child.info.run_id, weights[0], str(folder)))
+            assert saved.read_bytes() == (root / "state" / "studies" / "tiny" / "models" / f"trial-{number}.pt").read_bytes()
+        assert {*plots, "spec.json"} <= names, names
+        for plot in plots:
+            width, height = png_size(Path(client.download_artifacts(child.info.run_id, plot, str(folder))))
+            assert width >= 300 and height >= 300
+        spec = json.loads(Path(client.download_artifacts(child.info.run_id, "spec.json", str(folder))).read_text())
+        assert spec == trial.user_attrs["spec"]
+        if system_metrics:  # psutil is a dependency: MLflow's system metrics monitor runs on every trial
+            assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(child.data.metrics)
+
+
+# --------------------------------------------------------------------------- the winner outside neurosearch
+
+
+def first_test_simulation(root: Path):
+    """The first test-split simulation of the study's dataset (what `export` checks on)."""
+    from neurosearch.simulators import Dataset
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/state/optuna.db")
+    dataset = Dataset.open(Path(study.user_attrs["dataset_path"]))
+    return dataset, dataset.load(dataset.indices("test")[0])
+
+
+def in_process(root: Path, trial: int, spikes: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The saved network as neurosearch itself runs it: spike probability, voltage in mV."""
+    from neurosearch.search.objective import load_model
+
+    net, saved = load_model(root / "state" / "studies" / "tiny" / "models" / f"trial-{trial}.pt", "cpu")
+    with torch.no_grad():
+        logit, v = net(spikes)
+    return torch.sigmoid(logit).numpy(), (v * saved["v_std"] + saved["v_mean"]).numpy()
+
+
+def printed_differences(stdout: str) -> dict[str, float]:
+    line = next(line for line in stdout.splitlines() if "max |exported - in-process|" in line)
+    return {name: float(value) for name, value in re.findall(r"(spike_probability|voltage_mV) (\S+?)(?:,|$)", line)}
+
+
+@pytest.fixture(scope="module")
+def exported(finished) -> tuple[Path, int, subprocess.CompletedProcess]:
+    root, _ = finished
+    result = neurosearch("export", "--format", "torchscript", cwd=root, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    winner = json.loads((root / "report.json").read_text())["winner"]["trial"]
+    path = root / "state" / "exports" / f"tiny-trial-{winner}.pt"
+    assert f"trial {winner} exported as torchscript: {path}" in result.stdout, result.stdout
+    return path, winner, result
+
+
+def test_torchscript_export_predicts_like_the_trained_network(finished, exported) -> None:
+    root, _ = finished
+    path, winner, result = exported
+    printed = printed_differences(result.stdout)
+    assert set(printed) == {"spike_probability", "voltage_mV"} and max(printed.values()) <= 1e-4, result.stdout
+    _, sim = first_test_simulation(root)
+    assert "test simulation" in result.stdout
+
+    model = torch.jit.load(str(path), map_location="cpu")  # no neurosearch class needed to load it
+    spikes = torch.from_numpy(sim.dense_input()).float()[None]
+    with torch.no_grad():
+        prob, volts = (t.numpy() for t in model(spikes))
+    want_prob, want_volts = in_process(root, winner, spikes)
+    assert prob.shape == volts.shape == (1, sim.duration_ms)
+    diffs = {"spike_probability": float(np.abs(prob - want_prob).max()), "voltage_mV": float(np.abs(volts - want_volts).max())}
+    print("torchscript round trip, max |exported - in-process|:", diffs)
+    assert max(diffs.values()) <= 1e-4, diffs
+    assert ((prob >= 0) & (prob <= 1)).all()
+    # in mV, not standardised: near NEURON's (clipped) somatic voltage even for a barely trained network
+    assert abs(float(volts.mean()) - float(np.minimum(sim.voltage, -55.0).mean())) < 15.0
+
+    # a feed-forward network exports with dynamic batch and time axes
+    other = (torch.rand(2, sim.n_inputs, 700, generator=torch.Generator().manual_seed(3)) < 0.02).float()
+    with torch.no_grad():
+        got = [t.numpy() for t in model(other)]
+    for g, w in zip(got, in_process(root, winner, other)):
+        assert g.shape == (2, 700) and np.abs(g - w).max() <= 1e-4
+
+    info = json.loads(Path(f"{path}.json").read_text())
+    assert info["format"] == "torchscript" and info["trial"] == winner and info["n_inputs"] == sim.n_inputs
+    assert info["fixed_time_ms"] is None and info["dataset"] and Path(info["dataset"]).is_dir()
+    assert set(info["max_abs_diff"]) == {"spike_probability", "voltage_mV"}
+
+
+def test_onnx_export_predicts_like_the_trained_network(finished, tmp_path: Path) -> None:
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(module)
+    import onnxruntime
+
+    root, _ = finished
+    output = tmp_path / "winner.onnx"
+    result = neurosearch("export", "--format", "onnx", "--output", str(output), cwd=root, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = printed_differences(result.stdout)
+    assert set(printed) == {"spike_probability", "voltage_mV"} and max(printed.values()) <= 1e-4, result.stdout
+
+    winner = json.loads((root / "report.json").read_text())["winner"]["trial"]
+    _, sim = first_test_simulation(root)
+    spikes = torch.from_numpy(sim.dense_input()).float()[None]
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["spikes"]
+    prob, volts = session.run(["spike_probability", "voltage_mV"], {"spikes": spikes.numpy()})
+    want_prob, want_volts = in_process(root, winner, spikes)
+    diffs = {"spike_probability": float(np.abs(prob - want_prob).max()), "voltage_mV": float(np.abs(volts - want_volts).max())}
+    print("onnx round trip, max |exported - in-process|:", diffs)
+    assert max(diffs.values()) <= 1e-4, diffs
+
+
+def test_readme_snippet_predicts_a_test_simulation(finished, exported) -> None:
+    """The README's "Using the winner outside neurosearch" example, run as written
+    (only the exported file's name is the tiny study's)."""
+    root, _ = finished
+    path, _, _ = exported
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Using the winner outside neurosearch", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    example = re.search(r'"(work/exports/[^"]+\.pt)"', snippet)
+    assert example, "the README snippet names no exported file"
+    script = root / "readme_snippet.py"
+    script.write_text(snippet.replace(example.group(1), str(path)))
+    result = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"voltage RMSE \d+\.\d+ mV; \d+ predicted vs \d+ NEURON spikes", result.stdout), result.stdout
+
+
+def test_registered_winner_loads_with_mlflow_on_cpu(finished, tmp_path: Path) -> None:
+    """The registry's model, loaded by mlflow.pytorch in a fresh process without CUDA and
+    without neurosearch, predicts what the trained network predicts."""
+    root, _ = finished
+    uri = f"sqlite:///{root}/tracking/mlflow.db"
+    winner = json.loads((root / "report.json").read_text())["winner"]["trial"]
+    versions = MlflowClient(tracking_uri=uri).search_model_versions("name = 'tiny-surrogate'")
+    assert len(versions) == 1, "a resumed study whose winner did not change must not register it again"
+    assert versions[0].tags["optuna.trial"] == str(winner) and versions[0].run_id == tiny_runs(root)[1].info.run_id
+    _, sim = first_test_simulation(root)
+    spikes = torch.from_numpy(sim.dense_input()).float()[None]
+    np.save(tmp_path / "spikes.npy", spikes.numpy())
+    probe = f"""
+import json, sys
+import numpy as np, torch, mlflow.pytorch
+from mlflow.models import get_model_info
+uri = "models:/tiny-surrogate/{versions[0].version}"
+spec = get_model_info(uri).signature.inputs.to_dict()[0]
+model = mlflow.pytorch.load_model(uri, map_location="cpu")
+with torch.no_grad():
+    prob, volts = model(torch.from_numpy(np.load("spikes.npy")))
+np.savez("out.npz", prob=prob.numpy(), volts=volts.numpy())
+print(json.dumps({{"spec": spec, "device": str(prob.device), "cuda": torch.cuda.is_available(),
+                   "neurosearch": sorted(m for m in sys.modules if m.startswith("neurosearch"))}}))
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["spec"]["name"] == "spikes" and list(found["spec"]["tensor-spec"]["shape"]) == [-1, sim.n_inputs, -1]
+    assert found["device"] == "cpu" and not found["cuda"] and found["neurosearch"] == []
+    out = np.load(tmp_path / "out.npz")
+    want_prob, want_volts = in_process(root, winner, spikes)
+    diffs = {"spike_probability": float(np.abs(out["prob"] - want_prob).max()),
+             "voltage_mV": float(np.abs(out["volts"] - want_volts).max())}
+    print("registered model, max |mlflow.pytorch - in-process|:", diffs)
+    assert max(diffs.values()) <= 1e-4, diffs
+
+
+def test_export_mistakes_are_one_line_errors(finished, tmp_path: Path) -> None:
+    root, _ = finished
+    cases = {
+        ("--format", "tflite"): "--format must be torchscript or onnx",
+        ("--trial", "99"): "trial 99 of study 'tiny' has no saved model",
+        ("--output", str(tmp_path)): "is a folder; give --output a file name",
+        ("--study", "nope"): "no study named 'nope'",
+    }
+    for args, message in cases.items():
+        result = neurosearch("export", *args, cwd=root, timeout=300)
+        assert result.returncode == 2 and message in result.stdout, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stdout + result.stderr
+        assert len(result.stdout.strip().splitlines()) == 1, result.stdout  # one line, however long
 
 
 def test_ctrl_c_mid_trial_then_resume(tmp_path: Path) -> None:

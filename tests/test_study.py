@@ -126,6 +126,21 @@ def test_depth_median_pruner_compares_within_a_depth() -> None:
     assert not DepthMedianPruner(warmup_steps=1, higher_is_better=True).prune(study, study.trials[-2])
 
 
+def test_depth_median_pruner_waits_for_peers_and_uses_the_best_epoch_so_far() -> None:
+    study = optuna.create_study(direction="maximize")
+    pruner = DepthMedianPruner(warmup_steps=0, higher_is_better=True)
+    _finished(study, 1, [0.60, 0.80])
+    _finished(study, 1, [0.10], tell=False)
+    assert not pruner.prune(study, study.trials[-1])  # one peer is no median
+    _finished(study, 1, [0.70, 0.70])
+    # peers' best by epoch 1: 0.80 and 0.70 (median 0.75); this one reached 0.78 at epoch 0
+    # and dipped to 0.50 at epoch 1: its best so far is above the median, kept
+    _finished(study, 1, [0.78, 0.50], tell=False)
+    assert not pruner.prune(study, study.trials[-1])
+    _finished(study, 1, [0.72, 0.74], tell=False)
+    assert pruner.prune(study, study.trials[-1])
+
+
 def _stuck_worker(storage_url: str, ready: "multiprocessing.synchronize.Event") -> None:
     config = load_config(None, [f'study.storage="{storage_url}"', "study.heartbeat_s=1", "study.grace_s=3",
                                 "spaces.tcn.depths=[1, 2, 3]"])
