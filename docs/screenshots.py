@@ -94,7 +94,8 @@ def browser(width: int, height: int) -> webdriver.Chrome:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "-c", type=Path, default=Path("search.toml"))
-    parser.add_argument("--set", "-s", dest="sets", action="append", default=[], help="config override, as for neurosearch")
+    parser.add_argument("--set", "-s", dest="sets", action="append", default=[],
+                        help="config override, as for neurosearch")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the PNGs (default: docs/)")
     parser.add_argument("--port", type=int, default=0, help="port for the UI (default: a free one)")
     parser.add_argument("--size", default="1440x960", help="browser window, WIDTHxHEIGHT")
@@ -105,7 +106,8 @@ def main() -> None:
     client = MlflowClient(tracking_uri=config.tracking.uri)
     experiment = client.get_experiment_by_name(config.experiment_name)
     if experiment is None:
-        raise SystemExit(f"no MLflow experiment {config.experiment_name!r} in {config.tracking.uri}: run the study first")
+        raise SystemExit(f"no MLflow experiment {config.experiment_name!r} in {config.tracking.uri}: "
+                         "run the study first")
     runs = client.search_runs([experiment.experiment_id], "tags.`neurosearch.kind` = 'study'")
     if not runs:
         raise SystemExit(f"experiment {config.experiment_name!r} has no study run")

@@ -297,7 +297,8 @@ def export_trial(config, fmt: Format, trial: int | None = None, output: Path | N
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the folder {output.parent} for the exported file: {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise UserError(f"cannot create the folder {output.parent} for the exported file: {reason}") from None
     if not os.access(output.parent, os.W_OK):
         raise UserError(f"cannot write to {output.parent} (no permission)")
     check, label, length, dataset_dir = None, "random spikes", 1000, None

@@ -166,7 +166,8 @@ def make_objective(
             trial.set_user_attr("val_metrics", best)
             trial.set_user_attr("best_epoch", trainer.best_epoch)
             save_model(ctx.model_path(trial.number), trainer.model, spec, ctx.inputs, trainer)
-            ctx.tracker.log_metrics(run_id, {"train_seconds": trainer.seconds, "n_params": size})
+            ctx.tracker.log_metrics(run_id, {"train_seconds": trainer.seconds, "n_params": size,
+                                             **{f"best_val_{k}": v for k, v in best.items()}})
             state = "COMPLETE"
             return best[metric]
         except optuna.TrialPruned:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from .config import Config
 from .errors import UserError
 from .metrics import METRICS
+from .sqlrace import first_use
 from .tracking import mask_url
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,9 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
             except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
                 if not _connection_lost(exc) or time.monotonic() > deadline:
                     raise
-                log.warning("storage unreachable (%s); retrying for up to %.0f s", type(exc).__name__, self.reconnect_s)
+                cause = exc.__cause__ or exc
+                log.warning("storage unreachable (%s: %s); retrying for up to %.0f s", type(cause).__name__,
+                            str(cause).splitlines()[0] if str(cause) else "", self.reconnect_s)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -146,12 +149,14 @@ def open_storage(config: Config) -> RDBStorage:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
     try:
-        storage = ResilientRDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=config.study.heartbeat_s,
-            grace_period=config.study.grace_s,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.study.max_retry),
+        storage = first_use(
+            lambda: ResilientRDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=config.study.heartbeat_s,
+                grace_period=config.study.grace_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.study.max_retry),
+            )
         )
         storage.reconnect_s = config.study.reconnect_s
         return storage

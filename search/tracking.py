@@ -20,6 +20,8 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from .sqlrace import first_use
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -67,8 +69,12 @@ class Tracker:
 
     def __init__(self, uri: str, artifact_root: str, experiment: str) -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment(artifact_root, experiment)
+
+        def open_store() -> str:  # MlflowClient creates/migrates a SQL store's schema right away
+            self.client = MlflowClient(tracking_uri=uri)
+            return self._experiment(artifact_root, experiment)
+
+        self.experiment_id = first_use(open_store)
 
     def _experiment(self, artifact_root: str, name: str) -> str:
         found = self.client.get_experiment_by_name(name)

@@ -9,6 +9,7 @@ the URL of the study's experiment. When ``tracking.uri`` is already a tracking s
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -69,6 +70,38 @@ def server_command(tracking_uri: str, artifacts: str, host: str, port: int, work
     return command
 
 
+def check_database(tracking_uri: str, timeout_s: int = 10) -> None:
+    """A database store that cannot be reached is one line, at once (``mlflow server``
+    would retry for minutes, then print a traceback)."""
+    dialect = tracking_uri.split("://", 1)[0].split("+", 1)[0]
+    if dialect not in ("postgresql", "mysql", "mssql"):
+        return
+    import sqlalchemy
+
+    engine = None
+    try:
+        connect_args = {"connect_timeout": timeout_s} if dialect in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(tracking_uri, connect_args=connect_args)
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is the user's to fix
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise UserError(
+            f"cannot reach the tracking store {mask_url(tracking_uri)}: {reason[0] if reason else type(exc).__name__}"
+        ) from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def last_error(output: str) -> str:
+    """The line of a server's output that says what went wrong (no traceback; passwords masked)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b", line)]
+    line = (errors or lines or ["(no output)"])[-1]
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", line)[:500]
+
+
 def answers(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
@@ -84,6 +117,7 @@ def start(tracking_uri: str, artifacts: str, host: str = DEFAULT_HOST, port: int
         tracking_uri = Path(tracking_uri).resolve().as_uri()
     if not port_free(host, port):
         raise UserError(f"port {port} on {host} is already in use; pick another with --port")
+    check_database(tracking_uri)
     cwd = Path(artifacts).resolve().parent if "://" not in artifacts else Path.cwd()
     cwd.mkdir(parents=True, exist_ok=True)
     # a viewer needs no background job runner (MLflow would start seven huey worker processes)
@@ -96,9 +130,9 @@ def start(tracking_uri: str, artifacts: str, host: str = DEFAULT_HOST, port: int
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                tail = (process.stdout.read() if process.stdout else "")[-2000:]
+                why = last_error(process.stdout.read() if process.stdout else "")
                 raise UserError(
-                    f"the MLflow server on {mask_url(tracking_uri)} exited with code {process.returncode}:\n{tail}"
+                    f"the MLflow server on {mask_url(tracking_uri)} exited with code {process.returncode}: {why}"
                 )
             if answers(base):
                 return process, base

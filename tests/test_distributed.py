@@ -66,10 +66,12 @@ def _admin():
 
 
 def _server_up() -> bool:
-    try:
+    import sqlalchemy
+
+    try:  # a missing driver is an error, not "no server"
         with _admin().connect():
             return True
-    except Exception:
+    except sqlalchemy.exc.OperationalError:
         return False
 
 
@@ -160,7 +162,7 @@ def test_four_workers_complete_exactly_the_plan(tmp_path: Path, databases: list[
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == sorted(t.number for t in trials)
     assert all(r.info.status == "FINISHED" for r in children)
-    assert "@" not in parents[0].data.tags["optuna.storage"] or "***" in parents[0].data.tags["optuna.storage"]
+    assert parents[0].data.tags["optuna.storage"] == url  # no password in this URL: nothing to mask
 
 
 def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path: Path, databases: list[str]) -> None:
