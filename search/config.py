@@ -215,7 +215,10 @@ def _resolve_sqlite(base: Path, url: str) -> str:
         raise UserError(f"storage URL {url!r} is not a database URL ({exc})") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         db = _resolve(base, parsed.database)
-        db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the folder of the SQLite file in {url!r}: {exc.strerror}") from None
         return f"sqlite:///{db}"
     return url
 

@@ -87,3 +87,10 @@ def test_cli_help_explains_commands() -> None:
     assert result.returncode == 0
     for command in ("run", "simulate", "report", "studies"):
         assert command in result.stdout
+
+
+def test_sqlite_file_in_a_folder_that_cannot_exist_is_one_clear_error(tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot create the folder of the SQLite file"):
+        load_config(None, [f'tracking.uri="sqlite:///{blocker}/sub/mlflow.db"'])
