@@ -162,7 +162,7 @@ def make_objective(
 
             trainer.fit(on_epoch=on_epoch, on_step=on_step)
             trainer.restore_best()
-            best = trainer.history[trainer.best_epoch].metrics if trainer.best_epoch is not None else trainer.history[-1].metrics
+            best = trainer.best_metrics
             trial.set_user_attr("val_metrics", best)
             trial.set_user_attr("best_epoch", trainer.best_epoch)
             save_model(ctx.model_path(trial.number), trainer.model, spec, ctx.inputs, trainer)

@@ -188,17 +188,15 @@ class Trainer:
         value = result.metrics.get(self.select_metric, float("nan"))
         if value != value:
             return
-        best = None if self.best_epoch is None else self.history[self.best_epoch].metrics[self.select_metric]
+        best = None if self.best_epoch is None else self.best_metrics[self.select_metric]
         if best is None or (value > best if self.select_higher else value < best):
             self.best_epoch = result.epoch
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     @property
-    def best_value(self) -> float:
-        """The selection metric at the best validation epoch (NaN if no epoch had one)."""
-        if self.best_epoch is None:
-            return float("nan")
-        return self.history[self.best_epoch].metrics[self.select_metric]
+    def best_metrics(self) -> dict[str, float]:
+        """Validation metrics of the best epoch (the last epoch's if none had the selection metric)."""
+        return self.history[self.best_epoch if self.best_epoch is not None else -1].metrics
 
     def restore_best(self) -> None:
         """Load the weights of the best validation epoch: validation AUC on a few held-out

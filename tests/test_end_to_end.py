@@ -20,43 +20,6 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-TINY = """
-[study]
-name = "tiny"
-storage = "sqlite:///state/optuna.db"
-work_dir = "state"
-trials_per_depth = 1
-skip_deeper_once_passing = false   # both depths train, whatever depth 1 reaches
-heartbeat_s = 2
-grace_s = 6
-
-[tracking]
-uri = "sqlite:///tracking/mlflow.db"
-artifacts = "tracking/artifacts"
-
-[target]
-threshold = 0.5
-
-[training]
-epochs = 2
-steps_per_epoch = 4
-batch_size = 4
-window_ms = 300
-burn_in_ms = 60
-
-[simulator]
-model = "l5pc"
-n_simulations = 6
-duration_ms = 1300
-discard_ms = 300
-seed = 2          # with this seed the valid and the test simulation both hold output spikes
-processes = 2
-
-[spaces.tcn]
-depths = [1, 2]
-"""
-
-
 def neurosearch(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "neurosearch.search.cli", *args], cwd=cwd, capture_output=True, text=True, **kwargs
@@ -64,9 +27,9 @@ def neurosearch(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+def finished(tmp_path_factory: pytest.TempPathFactory, tiny_toml) -> tuple[Path, subprocess.CompletedProcess]:
     root = tmp_path_factory.mktemp("study")
-    (root / "search.toml").write_text(TINY)
+    (root / "search.toml").write_text(tiny_toml())
     result = neurosearch("run", "--no-progress", "--json", "report.json", cwd=root, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     return root, result
@@ -391,9 +354,9 @@ def test_export_mistakes_are_one_line_errors(finished, tmp_path: Path) -> None:
         assert len(result.stdout.strip().splitlines()) == 1, result.stdout  # one line, however long
 
 
-def test_ctrl_c_mid_trial_then_resume(tmp_path: Path) -> None:
+def test_ctrl_c_mid_trial_then_resume(tmp_path: Path, tiny_toml) -> None:
     (tmp_path / "search.toml").write_text(
-        TINY.replace("epochs = 2", "epochs = 4").replace("steps_per_epoch = 4", "steps_per_epoch = 25")
+        tiny_toml(epochs=4, steps_per_epoch=25)
     )
     storage = f"sqlite:///{tmp_path}/state/optuna.db"
     proc = subprocess.Popen(

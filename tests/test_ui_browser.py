@@ -24,40 +24,6 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-TINY = """
-[study]
-name = "tiny-ui"
-storage = "sqlite:///state/optuna.db"
-work_dir = "state"
-trials_per_depth = 1
-skip_deeper_once_passing = false
-
-[tracking]
-uri = "sqlite:///tracking/mlflow.db"
-artifacts = "tracking/artifacts"
-
-[target]
-threshold = 0.5
-
-[training]
-epochs = 1
-steps_per_epoch = 2
-batch_size = 4
-window_ms = 300
-burn_in_ms = 60
-
-[simulator]
-model = "l5pc"
-n_simulations = 6
-duration_ms = 1300
-discard_ms = 300
-seed = 2
-processes = 2
-
-[spaces.tcn]
-depths = [1, 2]
-"""
-
 URL_LINE = re.compile(r"MLflow UI on (\S+): (http://127\.0\.0\.1:(\d+)/\S*)\s*$")
 
 
@@ -97,10 +63,10 @@ def chrome():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_toml) -> Path:
     """A tiny real study (NEURON, training, MLflow) in its own folder: two trials, depths 1 and 2."""
     root = tmp_path_factory.mktemp("ui")
-    (root / "search.toml").write_text(TINY)
+    (root / "search.toml").write_text(tiny_toml(name="tiny-ui", epochs=1, steps_per_epoch=2))
     result = subprocess.run(cli("run", "--no-progress"), cwd=root, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     return root
@@ -208,8 +174,8 @@ def test_experiment_page_shows_the_study_run_and_its_trial_runs(chrome, store: P
     assert shown == png_width(logged.read_bytes())
 
 
-def test_ui_refuses_a_port_in_use(tmp_path: Path) -> None:
-    (tmp_path / "search.toml").write_text(TINY)  # no study needed: the port is checked first
+def test_ui_refuses_a_port_in_use(tmp_path: Path, tiny_toml) -> None:
+    (tmp_path / "search.toml").write_text(tiny_toml(name="tiny-ui"))  # no study needed: the port is checked first
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
