@@ -83,12 +83,17 @@ class TargetSection(_Section):
 class TrainingSection(_Section):
     """How each sampled network is trained; identical for every trial of a study."""
 
-    epochs: int = Field(5, ge=1)
-    steps_per_epoch: int = Field(20, ge=1)
+    epochs: int = Field(5, ge=1, description="most epochs per trial (early stopping may end it sooner)")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="optimiser steps per epoch; unset = one pass over the training split's scored ms"
+    )
     batch_size: int = Field(8, ge=1)
     window_ms: int = Field(500, ge=10)
     burn_in_ms: int = Field(100, ge=0)
     learning_rate: tuple[float, float] = (1e-3, 1e-2)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW's decoupled weight decay")
+    schedule: Literal["one-cycle", "constant"] = "one-cycle"
+    patience: int = Field(3, ge=1, description="epochs without a better validation value before a trial stops")
     voltage_weight: float = Field(0.2, ge=0)
     device: str = "auto"
     amp: Literal["off", "bf16"] = "off"

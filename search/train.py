@@ -8,6 +8,7 @@ path, so a trial interrupted anywhere continues from its last finished epoch.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from neurosearch.spaces.base import Heads
 from .config import TrainingSection
 from .data import SplitTensors
 from .metrics import evaluate
+
+
+GRAD_CLIP = 1.0
+"""Global gradient-norm ceiling: one bad batch must not throw a deep network off."""
 
 
 class NonFiniteLoss(RuntimeError):
@@ -70,7 +75,16 @@ class Prediction:
 
 
 class Trainer:
-    """Adam on BCE(spike) + w·MSE(standardised clipped voltage), loss after a burn-in."""
+    """AdamW on BCE(spike) + w·MSE(standardised clipped voltage), loss after a burn-in.
+
+    The recipe is the one that generalised in measurements on held-out simulations
+    (constant-rate Adam peaked at epoch 2 and then overfitted): decoupled weight decay,
+    a one-cycle schedule (warm-up, then annealing; the warm-up is what keeps deeper
+    networks from diverging at a learning rate that suits shallow ones), gradient
+    clipping, and early stopping once validation has not improved for ``patience``
+    epochs. An epoch is one pass over the training split's scored milliseconds unless
+    ``steps_per_epoch`` says otherwise, so a larger dataset means more steps, not
+    fewer passes."""
 
     def __init__(
         self,
@@ -93,7 +107,17 @@ class Trainer:
         for module in self.model.modules():
             if isinstance(module, Heads):
                 module.start_at(spike_rate)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
+        self.steps_per_epoch = settings.steps_per_epoch or max(
+            1, math.ceil(len(train) * (train.T - settings.burn_in_ms) / (settings.batch_size * (settings.window_ms - settings.burn_in_ms)))
+        )
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
+        total_steps = settings.epochs * self.steps_per_epoch
+        self.scheduler = (
+            torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=learning_rate, total_steps=total_steps,
+                                                pct_start=0.25)
+            if settings.schedule == "one-cycle"
+            else torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
+        )
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         torch.manual_seed(seed)
@@ -111,6 +135,7 @@ class Trainer:
         state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
         self.history = [EpochResult(**row) for row in state["history"]]
         self.seconds = state["seconds"]
@@ -125,6 +150,7 @@ class Trainer:
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
                 "generator": self.generator.get_state(),
                 "history": [vars(row) for row in self.history],
                 "seconds": self.seconds,
@@ -153,22 +179,28 @@ class Trainer:
         on_epoch: Callable[[EpochResult], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
     ) -> list[EpochResult]:
-        """Train the remaining epochs; ``on_epoch`` sees each epoch's validation metrics."""
+        """Train the remaining epochs; ``on_epoch`` sees each epoch's validation metrics.
+        Stops early once the best epoch is ``patience`` epochs old."""
         s = self.settings
+        steps = self.steps_per_epoch
         for epoch in range(len(self.history), s.epochs):
+            if self.stopped_early:
+                break
             start = time.perf_counter()
             self.model.train()
             total = torch.zeros((), device=self.device)
-            for step in range(s.steps_per_epoch):
+            for step in range(steps):
                 x, spikes, volts = self.train_data.sample(s.batch_size, s.window_ms, self.generator)
                 loss = self._loss(x, spikes, volts)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
                 self.optimizer.step()
+                self.scheduler.step()
                 total += loss.detach()
                 if on_step is not None:
-                    on_step(epoch * s.steps_per_epoch + step + 1, s.epochs * s.steps_per_epoch)
-            train_loss = float(total) / s.steps_per_epoch
+                    on_step(epoch * steps + step + 1, s.epochs * steps)
+            train_loss = float(total) / steps
             if not np.isfinite(train_loss):
                 raise NonFiniteLoss(f"training loss became {train_loss} in epoch {epoch + 1}")
             metrics = self.predict(self.valid_data).metrics
@@ -183,6 +215,15 @@ class Trainer:
             if on_epoch is not None:
                 on_epoch(result)
         return self.history
+
+    @property
+    def stopped_early(self) -> bool:
+        """No better validation value for ``patience`` epochs: more epochs would overfit."""
+        if not self.history:
+            return False
+        last = self.history[-1].epoch
+        best = self.best_epoch if self.best_epoch is not None else -1
+        return last - best >= self.settings.patience
 
     def _keep_if_best(self, result: EpochResult) -> None:
         value = result.metrics.get(self.select_metric, float("nan"))

@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import platform
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from . import nmodl, storage, worker
+from . import calibrate, nmodl, storage, worker
 from .errors import SimulatorError
 from .locking import exclusive_lock
 from .spec import SPLITS, CustomModelSpec, SimulationSpec, StimulusSpec
@@ -111,6 +111,23 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.manifest["n_simulations"])
+
+    def output_rates_hz(self, split: str | None = None) -> np.ndarray:
+        """Output firing rate of each simulation (of ``split``, or all), from the manifest."""
+        ids = range(len(self)) if split is None else self.indices(split)
+        seconds = self.duration_ms / 1000.0
+        return np.array([self.manifest["shards"][i]["n_output_spikes"] / seconds for i in ids], dtype=np.float64)
+
+    def rate_summary(self) -> str:
+        """One line on how the ground truth fires: median and 5–95% range of the output
+        rate per simulation, and how many simulations are silent."""
+        rates = self.output_rates_hz()
+        silent = int(np.sum(rates == 0))
+        low, median, high = np.percentile(rates, [5, 50, 95])
+        text = (f"output rate per simulation: median {median:.1f} Hz (5–95%: {low:.1f}–{high:.1f} Hz); "
+                f"silent {silent} of {rates.size} ({100.0 * silent / rates.size:.1f}%)")
+        scale = (self.manifest.get("calibration") or {}).get("rate_scale")
+        return text + (f"; calibrated drive {scale[0]:.2f}–{scale[1]:.2f}× nominal" if scale else "")
 
     def __repr__(self) -> str:
         return f"Dataset({self.path}, {len(self)} simulations × {self.duration_ms} ms, {self.n_inputs} inputs)"
@@ -210,15 +227,33 @@ def _summarise_speed(manifest: dict) -> None:
     manifest["wall_s_per_simulated_s"] = round(sum(e["wall_s"] for e in timed) / simulated_s, 4) if timed else None
 
 
+def _calibrated(spec: SimulationSpec, setup: worker.WorkerSetup, manifest: dict, cache_dir: Path,
+                pool: ProcessPoolExecutor, bar) -> worker.WorkerSetup:
+    """The worker setup with the stimulus' drive range fixed: as given, as recorded in the
+    manifest (a resumed dataset), from the calibration cache, or measured now."""
+    if spec.stimulus.rate_scale is not None:
+        return setup
+    record = manifest.get("calibration")
+    if record is None:
+        path, record = calibrate.cached_calibration(cache_dir, spec)
+        if record is None:
+            task = bar.add_task(f"calibrating {spec.model} drive", total=None)
+            record = calibrate.calibrate(spec, setup, pool, lambda done, total: bar.update(task, completed=done,
+                                                                                            total=total))
+            calibrate.save_calibration(path, record)
+        manifest["calibration"] = record
+    stimulus = spec.stimulus.model_copy(update={"rate_scale": tuple(record["rate_scale"])})
+    return replace(setup, stimulus=stimulus)
+
+
 def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int], progress: bool) -> None:
     """Run the ``todo`` simulations in worker processes, saving each shard as it arrives."""
     setup = _worker_setup(spec)
-    n_workers = max(1, min(spec.resolved_processes(), len(todo)))
+    n_workers = max(1, min(spec.resolved_processes(), max(len(todo), 8)))  # 8: calibration probes
     simulated_s = spec.duration_ms / 1000.0
     pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         described = pool.submit(worker.describe, setup)
-        futures = {pool.submit(worker.simulate, setup, i, manifest["seeds"][i]): i for i in todo}
         inputs = described.result()
         n_inputs = len(inputs["kind"])
         if manifest["n_inputs"] not in (None, n_inputs):
@@ -229,25 +264,25 @@ def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int
         manifest["n_inputs"], manifest["inputs"] = n_inputs, inputs
         storage.write_manifest(folder, manifest)
         with _progress(progress) as bar:
+            setup = _calibrated(spec, setup, manifest, folder.parent, pool, bar)
+            storage.write_manifest(folder, manifest)
             task = bar.add_task(f"simulating {spec.model}", total=len(todo))
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    result = future.result()
-                    i = result["index"]
-                    name = storage.shard_name(i)
-                    sha = storage.write_shard(folder / name, result["arrays"])
-                    manifest["shards"][i] = {
-                        "file": name,
-                        "sha256": sha,
-                        "wall_s": round(result["wall_s"], 4),
-                        "simulated_s": simulated_s,
-                        "n_output_spikes": int(result["arrays"]["output_spikes"].size),
-                    }
-                    _summarise_speed(manifest)
-                    storage.write_manifest(folder, manifest)
-                    bar.advance(task)
+            futures = [pool.submit(worker.simulate, setup, i, manifest["seeds"][i]) for i in todo]
+            for future in as_completed(futures):  # each shard is saved as soon as it exists
+                result = future.result()
+                i = result["index"]
+                name = storage.shard_name(i)
+                sha = storage.write_shard(folder / name, result["arrays"])
+                manifest["shards"][i] = {
+                    "file": name,
+                    "sha256": sha,
+                    "wall_s": round(result["wall_s"], 4),
+                    "simulated_s": simulated_s,
+                    "n_output_spikes": int(result["arrays"]["output_spikes"].size),
+                }
+                _summarise_speed(manifest)
+                storage.write_manifest(folder, manifest)
+                bar.advance(task)
     except BrokenProcessPool:
         raise SimulatorError(
             f"a simulation worker for model {spec.model!r} died unexpectedly (NEURON crashed or ran out of memory)"

@@ -11,6 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import SimulatorError
@@ -18,7 +19,7 @@ from .nmodl import BUNDLED_MECHANISMS, folder_digest
 
 BUNDLED_MODELS = ("l5pc", "l5pc_ampa")
 MODELS = (*BUNDLED_MODELS, "custom")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump whenever the bundled cells, the stimulus or the engine change the data they produce."""
 SPLITS = ("train", "valid", "test")
 
@@ -26,7 +27,12 @@ SPLITS = ("train", "valid", "test")
 class StimulusSpec(BaseModel):
     """Inhomogeneous Poisson input: per-input rate = base rate × per-simulation scale ×
     per-branch factor × per-input factor × a slow temporal modulation shared partly
-    across the tree. All log-normal factors have mean 1, so the base rates are means."""
+    across the tree. All log-normal factors have mean 1, so the base rates are means.
+
+    The per-simulation scale is drawn log-uniformly from ``rate_scale``. Left unset, that
+    range is *calibrated* for the cell (``simulators/calibrate.py``): short probe runs find
+    the drive at which the cell fires at ``output_rate_hz[0]`` and at ``output_rate_hz[1]``,
+    so (almost) no simulation is silent while output rates still vary across simulations."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -38,16 +44,30 @@ class StimulusSpec(BaseModel):
     ei_correlation: float = Field(0.5, ge=0, le=1, description="how closely inhibition follows excitation in time")
     branch_sd: float = Field(0.5, ge=0, le=3, description="SD of the per-branch log-rate factor (per simulation)")
     input_sd: float = Field(0.3, ge=0, le=3, description="SD of the per-input log-rate factor (per simulation)")
-    rate_scale: tuple[float, float] = Field(
-        (0.6, 1.4), description="range of the per-simulation multiplier of all rates (uniform)"
+    rate_scale: tuple[float, float] | None = Field(
+        None, description="range of the per-simulation multiplier of all rates (log-uniform); unset = calibrated"
+    )
+    output_rate_hz: tuple[float, float] = Field(
+        (6.0, 24.0), description="output rates the calibrated drive range spans (low end, high end)"
+    )
+    calibration_probes: int = Field(4, ge=1, le=64, description="probe simulations per drive level when calibrating")
+    normalise_drive: bool = Field(
+        True, description="rescale each simulation's rates so its realised mean drive is exactly base × scale"
     )
     max_rate_hz: float = Field(200.0, gt=0, le=1000, description="cap on any instantaneous rate")
 
     @field_validator("rate_scale")
     @classmethod
-    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 <= v[0] <= v[1]:
-            raise ValueError("rate_scale must be (low, high) with 0 <= low <= high")
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 < v[0] <= v[1]:
+            raise ValueError("rate_scale must be (low, high) with 0 < low <= high")
+        return v
+
+    @field_validator("output_rate_hz")
+    @classmethod
+    def _rates_ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 500:
+            raise ValueError("output_rate_hz must be (low, high) with 0 < low <= high <= 500")
         return v
 
 
@@ -136,9 +156,12 @@ class SimulationSpec(BaseModel):
             raise ValueError("discard_ms must be smaller than duration_ms")
         if (self.model == "custom") != (self.custom is not None):
             raise ValueError('a [simulator.custom] section is required exactly when model = "custom"')
-        counts = split_counts(self.n_simulations, self.split)
-        if min(counts) < 1:
-            raise ValueError(f"split {self.split} of {self.n_simulations} simulations leaves a split empty")
+        empty = [name for name, ids in self.split_indices().items() if not ids]
+        if empty:
+            raise ValueError(
+                f"split {self.split} of {self.n_simulations} simulations leaves the {', '.join(empty)} split empty; "
+                "simulate more"
+            )
         return self
 
     @property
@@ -165,18 +188,25 @@ class SimulationSpec(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def split_indices(self) -> dict[str, list[int]]:
-        """Simulation indices per split: contiguous blocks, train first."""
-        n_train, n_valid, _ = split_counts(self.n_simulations, self.split)
-        ids = list(range(self.n_simulations))
-        return {
-            "train": ids[:n_train],
-            "valid": ids[n_train : n_train + n_valid],
-            "test": ids[n_train + n_valid :],
-        }
+        """Simulation indices per split (see ``split_of``)."""
+        ids: dict[str, list[int]] = {name: [] for name in SPLITS}
+        for i in range(self.n_simulations):
+            ids[split_of(self.seed, i, self.split)].append(i)
+        return ids
 
 
-def split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
-    """(train, valid, test) counts: valid and test rounded with at least one each, train the rest."""
-    n_valid = max(1, round(n * fractions[1]))
-    n_test = max(1, round(n * fractions[2]))
-    return n - n_valid - n_test, n_valid, n_test
+_GOLDEN = (5**0.5 - 1) / 2
+
+
+def split_of(seed: int, index: int, fractions: tuple[float, float, float]) -> str:
+    """The split of simulation ``index``: a function of (seed, index) alone, so a dataset
+    that grows keeps every old simulation in its split (contiguous blocks moved old
+    validation and test simulations into training). A golden-ratio sequence with a
+    seeded offset keeps the proportions close to ``fractions`` for any count."""
+    offset = float(np.random.default_rng([seed, 0x5E11]).random())
+    u = (offset + index * _GOLDEN) % 1.0
+    if u < fractions[1]:
+        return "valid"
+    if u < fractions[1] + fractions[2]:
+        return "test"
+    return "train"

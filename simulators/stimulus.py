@@ -52,11 +52,15 @@ def log_modulation(
 def input_rates(
     rng: np.random.Generator, spec: StimulusSpec, input_kind: np.ndarray, input_group: np.ndarray, length: int
 ) -> np.ndarray:
-    """Instantaneous rates (Hz) ``[n_inputs, length]`` at 1 ms resolution."""
+    """Instantaneous rates (Hz) ``[n_inputs, length]`` at 1 ms resolution. ``spec.rate_scale``
+    must be set (calibrated or given): the per-simulation scale is log-uniform in it."""
+    if spec.rate_scale is None:
+        raise ValueError("the stimulus' rate_scale must be calibrated (or given) before drawing rates")
     branches, branch_of = np.unique(input_group, return_inverse=True)
     n_branches, n_inputs = branches.size, input_kind.size
     exc_mod, inh_mod = log_modulation(rng, spec, n_branches, length)
-    scale = rng.uniform(*spec.rate_scale)
+    low, high = spec.rate_scale
+    scale = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     sd = spec.temporal_sd
     rates = np.empty((n_inputs, length), dtype=np.float64)
     for kind, base, mod in ((0, spec.exc_rate_hz, exc_mod), (1, spec.inh_rate_hz, inh_mod)):
@@ -65,7 +69,14 @@ def input_rates(
         input_factor = _lognormal(rng, spec.input_sd, rows.size)
         temporal = np.exp(sd * mod - 0.5 * sd**2)  # [n_branches, length], mean one
         static = base * scale * branch_factor[branch_of[rows]] * input_factor
-        rates[rows] = static[:, None] * temporal[branch_of[rows]]
+        block = static[:, None] * temporal[branch_of[rows]]
+        if spec.normalise_drive and block.size:
+            # The log-normal factors make the realised total drive of one simulation
+            # vary several-fold (few branches, few slow fluctuations per simulation),
+            # which left many simulations silent. Rescale so the realised mean rate is
+            # exactly base × scale; the spatial and temporal pattern is kept.
+            block *= base * scale / max(float(block.mean()), 1e-12)
+        rates[rows] = block
     return np.minimum(rates, spec.max_rate_hz)
 
 

@@ -60,6 +60,11 @@ def describe(setup: WorkerSetup) -> dict:
     return runner_for(setup).inputs.as_json()
 
 
+def count_spikes(setup: WorkerSetup, seed: int) -> int:
+    """Output spikes after the discard of one simulation (a calibration probe)."""
+    return int(simulate(setup, -1, seed)["arrays"]["output_spikes"].size)
+
+
 def simulate(setup: WorkerSetup, index: int, seed: int) -> dict:
     """Run simulation ``index`` (stimulus drawn from ``seed``); everything before
     ``discard_ms`` is dropped and times are re-based to the end of the discard."""
