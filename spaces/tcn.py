@@ -48,7 +48,8 @@ class TCNSpace(SpaceBase):
     activation: Annotated[list[Activation], Choices] = ["relu", "gelu", "elu"]
     #: how the first layer is computed: "dense" (cuDNN convolution) or "sparse" (from the
     #: input spikes' events, ``base.SparseInputCausalConv1d``); the same function, so this
-    #: is a speed choice, not an architecture one
+    #: is a speed choice, not an architecture one. Measured (bench/RESULTS.md): sparse is
+    #: faster on a small CPU but 2.5x slower than TF32 cuDNN on an H200, hence "dense"
     first_layer: Annotated[list[Literal["dense", "sparse"]], Choices] = ["dense"]
 
 
