@@ -47,6 +47,7 @@ __all__ = [
     "Activation",
     "ChannelLayerNorm",
     "CausalConv1d",
+    "SparseInputCausalConv1d",
     "Choices",
     "Family",
     "FloatRange",
@@ -280,6 +281,52 @@ class CausalConv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(F.pad(x, (self.left, 0)))
+
+
+class SparseInputCausalConv1d(CausalConv1d):
+    """``CausalConv1d`` for mostly-zero inputs (spike trains: ~0.5% of bins), computed from
+    the nonzero entries only; same parameters and same function as the dense layer.
+
+    The input spikes become the list of their (batch, time, channel) events; output bin
+    (b, t) is the sum over the events of b in its receptive field (t-k+1 .. t) of the
+    weight column ``weight[:, c, lag]`` times the event's value: one ``embedding_bag``
+    gathers and sums those columns for every output bin, and its backward scatters the
+    output gradient back into the weight table. Work grows with the number of events x
+    kernel x out_channels instead of in_channels x time x kernel x out_channels.
+
+    The input gets no gradient (it is data); a dense path is kept for inputs that
+    require one, for tracing, export and compilation (shapes there must not depend on
+    the data), and for dilated kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.requires_grad or self.dilation[0] != 1 or self.groups != 1 or torch.jit.is_tracing()
+                or torch.compiler.is_compiling()):
+            return super().forward(x)
+        B, C, T = x.shape
+        O, _, K = self.weight.shape
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else self.weight.dtype
+        # events sorted by (b, t): their global bin key b*T + t is nondecreasing
+        b, t, c = x.transpose(1, 2).nonzero(as_tuple=True)
+        value = x[b, c, t].to(dtype)
+        key = b * T + t
+        # output bin (b, t') sums the events with key in [b*T + max(0, t'-K+1), b*T + t']
+        bins = torch.arange(B * T, device=x.device)
+        first = bins - torch.remainder(bins, T).clamp(max=K - 1)
+        lo = torch.searchsorted(key, first)
+        counts = torch.searchsorted(key, bins, right=True) - lo
+        offsets = torch.cumsum(counts, 0) - counts
+        n = int(offsets[-1] + counts[-1]) if B * T else 0
+        owner = torch.repeat_interleave(bins, counts, output_size=n)
+        event = lo[owner] + (torch.arange(n, device=x.device) - offsets[owner])
+        lag = owner - key[event]  # 0 .. K-1 (same simulation, so the difference of keys)
+        # table row c*K + lag holds weight[:, c, K-1-lag]: the tap that lag ms back sees
+        table = self.weight.flip(2).permute(1, 2, 0).reshape(C * K, O).to(dtype)
+        out = F.embedding_bag(c[event] * K + lag, table, offsets, mode="sum",
+                              per_sample_weights=value[event], include_last_offset=False)
+        out = out.view(B, T, O).transpose(1, 2)
+        if self.bias is not None:
+            out = out + self.bias.to(dtype)[:, None]
+        return out.contiguous()
 
 
 class Heads(nn.Module):

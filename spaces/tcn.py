@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import optuna
 import torch
@@ -16,6 +16,7 @@ from .base import (
     Heads,
     InputMeta,
     IntRange,
+    SparseInputCausalConv1d,
     Norm,
     PositiveInt,
     SpaceBase,
@@ -45,13 +46,19 @@ class TCNSpace(SpaceBase):
     residual: Annotated[list[bool], Choices] = [False, True]
     norm: Annotated[list[Norm], Choices] = ["none", "batch", "layer"]
     activation: Annotated[list[Activation], Choices] = ["relu", "gelu", "elu"]
+    #: how the first layer is computed: "dense" (cuDNN convolution) or "sparse" (from the
+    #: input spikes' events, ``base.SparseInputCausalConv1d``); the same function, so this
+    #: is a speed choice, not an architecture one. Measured (bench/RESULTS.md): sparse is
+    #: faster on a small CPU but 2.5x slower than TF32 cuDNN on an H200, hence "dense"
+    first_layer: Annotated[list[Literal["dense", "sparse"]], Choices] = ["dense"]
 
 
 class _Block(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: int, dilation: int, norm: str, activation: str,
-                 residual: bool) -> None:
+                 residual: bool, sparse_input: bool = False) -> None:
         super().__init__()
-        self.conv = hidden_init_(CausalConv1d(in_ch, out_ch, kernel, dilation=dilation, bias=norm != "batch"))
+        conv = SparseInputCausalConv1d if sparse_input else CausalConv1d
+        self.conv = hidden_init_(conv(in_ch, out_ch, kernel, dilation=dilation, bias=norm != "batch"))
         self.norm = make_norm(norm, out_ch)
         self.act = make_activation(activation)
         self.residual = bool(residual and in_ch == out_ch)
@@ -68,9 +75,10 @@ class TCNNet(nn.Module):
         width = int(spec["width"])
         blocks = []
         in_ch = inputs.n_inputs
-        for kernel, dilation in zip(spec["kernels"], spec["dilations"]):
+        sparse = spec.get("first_layer", "dense") == "sparse"
+        for j, (kernel, dilation) in enumerate(zip(spec["kernels"], spec["dilations"])):
             blocks.append(_Block(in_ch, width, int(kernel), int(dilation), spec["norm"], spec["activation"],
-                                 bool(spec["residual"])))
+                                 bool(spec["residual"]), sparse_input=sparse and j == 0))
             in_ch = width
         self.blocks = nn.Sequential(*blocks)
         self.heads = Heads(width)
@@ -122,6 +130,9 @@ class TCN(Family):
             "residual": residual,
             "norm": trial.suggest_categorical(p("norm"), space.norm),
             "activation": trial.suggest_categorical(p("activation"), space.activation),
+            # a speed choice: only a parameter of the search when the space offers both
+            "first_layer": (trial.suggest_categorical(p("first_layer"), space.first_layer)
+                            if len(space.first_layer) > 1 else space.first_layer[0]),
         }
 
     def depth(self, spec: dict) -> int:
@@ -134,6 +145,8 @@ class TCN(Family):
         self._check_spec(spec)
         if len(spec["kernels"]) != len(spec["dilations"]) or not spec["kernels"]:
             raise ValueError("tcn spec needs one dilation per kernel and at least one layer")
+        if spec.get("first_layer", "dense") not in ("dense", "sparse"):
+            raise ValueError(f"tcn first_layer must be 'dense' or 'sparse', got {spec['first_layer']!r}")
         return TCNNet(spec, inputs)
 
 
