@@ -67,10 +67,11 @@ class TrackingSection(_Section):
 
 
 class TargetSection(_Section):
-    """What 'passing' means: a metric on the validation split and its threshold."""
+    """What 'passing' means: the metric whose 95% test-split bound must clear the threshold."""
 
     metric: str = "spike_auc"
     threshold: float = 0.99
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="cluster-bootstrap resamples per 95% interval")
 
     @field_validator("metric")
     @classmethod
@@ -78,6 +79,15 @@ class TargetSection(_Section):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
         return metric
+
+    @model_validator(mode="after")
+    def _threshold_in_range(self) -> "TargetSection":
+        if self.metric == "voltage_rmse":
+            if self.threshold <= 0:
+                raise ValueError("threshold: an RMSE threshold (mV) must be positive")
+        elif not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold: {self.metric} lies in (0, 1]; a threshold of {self.threshold} is meaningless")
+        return self
 
 
 class TrainingSection(_Section):

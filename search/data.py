@@ -13,14 +13,21 @@ import torch
 
 from neurosearch.simulators import Dataset
 
+from .errors import UserError
 from .metrics import clip_voltage
+
+MIN_SPIKES = 10
+MIN_FIRING_SIMULATIONS = 2
+"""A split needs this many output spikes, in this many simulations, to mean anything:
+a spike AUC over one firing simulation says nothing about the others."""
 
 
 class SplitTensors:
     """One split (train/valid/test) of a dataset, resident on ``device``."""
 
-    def __init__(self, dataset: Dataset, split: str, device: torch.device) -> None:
-        self.sim_ids = dataset.indices(split)
+    def __init__(self, dataset: Dataset, split: str, device: torch.device, limit: int | None = None) -> None:
+        """``limit``: only the split's first ``limit`` simulations (a learning curve's nested parts)."""
+        self.sim_ids = dataset.indices(split)[:limit]
         if not self.sim_ids:
             raise ValueError(f"split {split!r} of {dataset.path} holds no simulations")
         self.device = device
@@ -36,6 +43,15 @@ class SplitTensors:
             spike[sim.output_spikes[(sim.output_spikes >= 0) & (sim.output_spikes < self.T)]] = 1.0
             spikes.append(spike)
             volts.append(clip_voltage(sim.voltage[: self.T]).astype(np.float32))
+        n_spikes = int(sum(spike.sum() for spike in spikes))
+        firing = int(sum(spike.any() for spike in spikes))
+        if n_spikes < MIN_SPIKES or firing < min(MIN_FIRING_SIMULATIONS, len(self.sim_ids)):
+            raise UserError(
+                f"the {split} split of dataset {dataset.path.name[:12]} holds {n_spikes} output spikes in {firing} of "
+                f"{len(self.sim_ids)} simulations: too few to train on or score (at least {MIN_SPIKES} spikes in "
+                f"{MIN_FIRING_SIMULATIONS} simulations). Simulate more, or leave [simulator.stimulus] rate_scale "
+                "unset so the drive is calibrated to make the cell fire."
+            )
         self.keys = torch.from_numpy(np.concatenate(keys)).to(device)
         self.inputs = torch.from_numpy(np.concatenate(inputs)).to(device)
         self.spikes = torch.from_numpy(np.stack(spikes)).to(device)

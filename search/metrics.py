@@ -65,6 +65,7 @@ class Scorer:
     """
 
     def __init__(self, spike_prob: np.ndarray, spike_true: np.ndarray, v_pred: np.ndarray, v_true: np.ndarray):
+        spike_prob, spike_true, v_pred, v_true = (np.atleast_2d(a) for a in (spike_prob, spike_true, v_pred, v_true))
         n_sims = spike_prob.shape[0]
         self.n_sims = n_sims
         score = spike_prob.reshape(-1).astype(np.float64)

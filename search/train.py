@@ -115,7 +115,7 @@ class Trainer:
         self.scheduler = (
             torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=learning_rate, total_steps=total_steps,
                                                 pct_start=0.25)
-            if settings.schedule == "one-cycle"
+            if settings.schedule == "one-cycle" and total_steps >= 8  # (too few steps for a warm-up)
             else torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
         )
         self.generator = torch.Generator(device=self.device)

@@ -113,8 +113,8 @@ def calibrate(
             silent[level] = float(np.mean(np.asarray(counts) == 0))
 
     measure(list(FIRST_LEVELS))
-    while max(rates.values()) < high_hz and max(rates) < LIMITS[1]:
-        measure([max(rates) * 2, max(rates) * 4])
+    while max(rates.values()) < high_hz and max(rates) < LIMITS[1] and rates[max(rates)] >= max(rates.values()):
+        measure([max(rates) * 2, max(rates) * 4])  # (a cell whose rate already falls with more drive stops here)
     while min(rates.values()) > low_hz and min(rates) > LIMITS[0]:
         measure([min(rates) / 2, min(rates) / 4])
     measure(_midpoints(rates, (low_hz, high_hz)))  # halve the step where the targets are crossed
@@ -131,8 +131,13 @@ def calibrate(
             f"model {spec.model!r} fires at {curve.min():.1f} Hz even at {levels.min():g}× the nominal input rates, "
             f"above the calibration's highest target of {high_hz:g} Hz: does it fire without input?"
         )
+    # A cell that saturates below the high target (more drive, more inhibition too) gets
+    # the drive of its peak rate as the high end, never the far end of the grid.
+    peak = float(levels[int(np.argmax(curve))])
+    low = min(_interpolate(levels, curve, low_hz), peak)
+    high = min(_interpolate(levels, curve, high_hz), peak)
     return {
-        "rate_scale": [round(_interpolate(levels, curve, low_hz), 5), round(_interpolate(levels, curve, high_hz), 5)],
+        "rate_scale": [round(low, 5), round(max(high, low), 5)],
         "output_rate_hz": [low_hz, high_hz],
         "levels": [float(v) for v in levels],
         "mean_rate_hz": [round(rates[v], 3) for v in levels],

@@ -38,6 +38,9 @@ discard_ms = 300
 seed = 2          # with this seed the valid and the test simulation both hold output spikes
 processes = 2
 
+[simulator.stimulus]
+rate_scale = [1.2, 2.2]    # given, not calibrated: keeps the tiny study short
+
 [spaces.tcn]
 depths = [1, 2]
 """

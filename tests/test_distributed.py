@@ -54,6 +54,9 @@ discard_ms = 300
 seed = 2          # every split holds output spikes
 processes = 2
 
+[simulator.stimulus]
+rate_scale = [1.2, 2.2]    # given, not calibrated: keeps the tiny study short
+
 [spaces.tcn]
 depths = [1, 2]
 """

@@ -26,7 +26,10 @@ from neurosearch.simulators import nmodl
 from neurosearch.simulators.cells import build_custom
 from neurosearch.simulators.spec import StimulusSpec
 
-TINY = dict(model="l5pc", n_simulations=3, duration_ms=900, discard_ms=200, seed=1)
+# A drive range given outright (no calibration probes) keeps these tests short;
+# test_calibration.py covers the calibrated default.
+TINY = dict(model="l5pc", n_simulations=3, duration_ms=900, discard_ms=200, seed=1, split=(0.34, 0.33, 0.33),
+            stimulus={"rate_scale": (1.2, 2.2)})
 LONGER = dict(TINY, n_simulations=12)
 
 
@@ -122,7 +125,7 @@ def run_in_process(model: str, seed: int, duration_ms: int = 1500, nmda_off: boo
                 if nc.syn().hname().startswith("ns_NMDA"):
                     nc.weight[0] = 0.0
     index, ms = spike_trains(
-        np.random.default_rng(seed), StimulusSpec(), runner.inputs.kind, runner.inputs.group, duration_ms
+        np.random.default_rng(seed), StimulusSpec(rate_scale=(1.2, 2.2)), runner.inputs.kind, runner.inputs.group, duration_ms
     )
     result = runner.run(index, ms, duration_ms)
     return {

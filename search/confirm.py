@@ -1,0 +1,125 @@
+"""A depth passes on test, with confidence: the confirmation step of docs/DESIGN.md.
+
+Validation selects: a depth's *candidate* is its trial with the best validation value.
+The candidate is then scored on the test split, which no trial saw, with 95% intervals
+from a cluster bootstrap over whole simulations, and the depth **passes only when the
+pessimistic end of the test interval clears the threshold** (the lower bound for AUC).
+A best-of-N validation figure on a few dozen simulations is optimistic twice over
+(selection, and noise); the test bound is neither. Everything that acts on a pass
+(skipping deeper depths, the winner) reads the confirmations stored here.
+
+A depth is confirmed once none of its planned trials is waiting or running, by
+whichever worker finishes the last of them (idempotent: the result depends only on
+the stored network and the data); ``runner`` confirms any depth still left at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .metrics import METRICS, Scorer
+from .train import predict
+from .workspace import ATTR_CONFIRMATION, ATTR_SKIP_REASON, load_model
+
+UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
+
+
+@dataclass
+class Confirmation:
+    """A depth's candidate on validation and test: ``{metric: [value, low, high]}`` each."""
+
+    family: str
+    depth: int
+    trial: int
+    valid: dict[str, list[float]]
+    test: dict[str, list[float]]
+    passes: bool
+    n_valid: int
+    n_test: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def confirmation_key(family: str, depth: int) -> str:
+    return f"{ATTR_CONFIRMATION}:{family}:{depth}"
+
+
+def confirmations(study: optuna.Study) -> dict[tuple[str, int], Confirmation]:
+    """Every stored confirmation of the study, by (family, depth)."""
+    prefix = f"{ATTR_CONFIRMATION}:"
+    found = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(prefix) and isinstance(value, dict):
+            record = Confirmation(**value)
+            found[(record.family, record.depth)] = record
+    return found
+
+
+def confirmed_passes(study: optuna.Study, family: str) -> list[int]:
+    """Depths of ``family`` whose candidate passed on test."""
+    return sorted(depth for (fam, depth), c in confirmations(study).items() if fam == family and c.passes)
+
+
+def _slot(trial: FrozenTrial) -> tuple[Any, Any]:
+    return trial.params.get("family"), trial.params.get("depth")
+
+
+def depth_finished(study: optuna.Study, family: str, depth: int) -> bool:
+    """No planned trial of this depth is waiting or running (on any worker)."""
+    return not any(_slot(t) == (family, depth) for t in study.get_trials(deepcopy=False, states=UNFINISHED))
+
+
+def candidate(study: optuna.Study, family: str, depth: int, metric: str) -> FrozenTrial | None:
+    """The depth's finished trial with the best validation value (skipped ones excluded)."""
+    sign = 1.0 if METRICS[metric].higher_is_better else -1.0
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if _slot(t) == (family, depth) and t.value is not None and t.value == t.value
+        and ATTR_SKIP_REASON not in t.user_attrs
+    ]
+    return max(done, key=lambda t: sign * t.value, default=None)
+
+
+def _scored(model, data, settings, saved: dict, n_boot: int, seed: int) -> dict[str, list[float]]:
+    pred = predict(model, data, settings, saved["v_mean"], saved["v_std"])
+    scorer = Scorer(pred.spike_prob, pred.spike_true, pred.v_pred, pred.v_true)
+    point, interval = scorer.metrics(), scorer.intervals(n_boot, seed=seed)
+    return {name: [point[name], *interval[name]] for name in point}
+
+
+def confirm_depth(ctx, study: optuna.Study, family: str, depth: int) -> Confirmation | None:
+    """Score the depth's candidate on validation and test and store the verdict
+    (None when the depth has no finished trial or its network file is gone)."""
+    config = ctx.config
+    metric = METRICS[config.target.metric]
+    best = candidate(study, family, depth, config.target.metric)
+    if best is None:
+        return None
+    path = ctx.workspace.model(best.number)
+    if not path.exists():
+        return None
+    stored = confirmations(study).get((family, depth))
+    if stored is not None and stored.trial == best.number:
+        return stored
+    model, saved = load_model(path, ctx.device)
+    valid, test = ctx.split("valid"), ctx.split("test")
+    seed = config.study.seed
+    record = Confirmation(
+        family=family,
+        depth=depth,
+        trial=best.number,
+        valid=_scored(model, valid, config.training, saved, config.target.bootstrap, seed),
+        test=_scored(model, test, config.training, saved, config.target.bootstrap, seed),
+        passes=False,
+        n_valid=len(valid),
+        n_test=len(test),
+    )
+    low_or_high = metric.bound(tuple(record.test[metric.name][1:]))
+    record.passes = bool(low_or_high == low_or_high and metric.passes(low_or_high, config.target.threshold))
+    study.set_user_attr(confirmation_key(family, depth), record.to_dict())
+    return record

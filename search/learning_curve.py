@@ -1,0 +1,108 @@
+"""How much ground truth a pass would take: a learning curve, fitted and extrapolated.
+
+A study that does not pass should still say how far it is. The best network of a
+depth is retrained on nested parts of the training split (the first 1/8, 1/4, 1/2 and
+all of it, in the split's stable order); its validation error (1 − AUC, or the metric
+itself for a lower-is-better one) against simulated seconds of training data is fitted
+by a power law, ``error = a · seconds^b``, the usual shape of such curves. Inverting it at
+the threshold gives the data a pass would need, and with the measured NEURON and
+training costs, core-hours and training hours. With four points the fit is rough:
+``weak`` says when not to trust it (the error does not fall with data, the fit is poor,
+or the answer lies more than 10× beyond the data measured).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+"""Parts of the training split a learning curve is measured at."""
+FAR = 10.0
+"""An extrapolation further than this factor beyond the largest measured size is weak."""
+
+
+@dataclass
+class LearningCurve:
+    """Measured points, the fitted power law, and what it says a pass needs."""
+
+    family: str
+    depth: int
+    trial: int
+    metric: str
+    threshold: float
+    train_seconds: list[float]  # simulated seconds of training data per point
+    values: list[float]  # validation metric per point
+    exponent: float | None = None  # b in error = a * seconds^b (negative: more data helps)
+    r2: float | None = None
+    needed_seconds: float | None = None  # simulated seconds of training data for the threshold
+    neuron_core_hours: float | None = None  # NEURON cost of simulating that much (one core)
+    train_hours: float | None = None  # training time at that size, on the device that measured it
+    weak: bool = True
+    why_weak: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _error(value: float, higher_is_better: bool) -> float:
+    return 1.0 - value if higher_is_better else value
+
+
+def fit(
+    curve: LearningCurve,
+    higher_is_better: bool,
+    neuron_wall_s_per_simulated_s: float | None = None,
+    train_wall_s_at_largest: float | None = None,
+) -> LearningCurve:
+    """Fit ``curve``'s points (in place) and extrapolate to its threshold."""
+    x = np.asarray(curve.train_seconds, dtype=np.float64)
+    err = np.asarray([_error(v, higher_is_better) for v in curve.values], dtype=np.float64)
+    target = _error(curve.threshold, higher_is_better)
+    ok = np.isfinite(err) & (err > 0) & (x > 0)
+    if ok.sum() < 3 or target <= 0:
+        curve.why_weak = "fewer than three usable points" if ok.sum() < 3 else "the threshold leaves no error to fit"
+        return curve
+    lx, ly = np.log(x[ok]), np.log(err[ok])
+    slope, intercept = np.polyfit(lx, ly, 1)
+    residual = ly - (intercept + slope * lx)
+    total = np.sum((ly - ly.mean()) ** 2)
+    curve.exponent = float(slope)
+    curve.r2 = float(1.0 - np.sum(residual**2) / total) if total > 0 else 0.0
+    reasons = []
+    if slope >= -0.02:
+        reasons.append(f"the error does not fall with more data (exponent {slope:+.2f})")
+    else:
+        needed = math.exp((math.log(target) - intercept) / slope)
+        curve.needed_seconds = float(needed)
+        if neuron_wall_s_per_simulated_s:
+            curve.neuron_core_hours = float(needed * neuron_wall_s_per_simulated_s / 3600.0)
+        if train_wall_s_at_largest:
+            curve.train_hours = float(train_wall_s_at_largest * needed / x.max() / 3600.0)
+        if needed > FAR * x.max():
+            reasons.append(f"it extrapolates {needed / x.max():.0f}× beyond the data measured")
+    if curve.r2 < 0.8:
+        reasons.append(f"the power law fits poorly (R² {curve.r2:.2f})")
+    curve.weak = bool(reasons)
+    curve.why_weak = "; ".join(reasons)
+    return curve
+
+
+def describe(curve: LearningCurve) -> str:
+    """One or two lines for the report."""
+    points = ", ".join(f"{s:,.0f} s → {v:.4f}" for s, v in zip(curve.train_seconds, curve.values))
+    head = f"{curve.family} depth {curve.depth} (trial {curve.trial}) learning curve: {points}"
+    if curve.needed_seconds is None:
+        return f"{head}\n  no extrapolation: {curve.why_weak}"
+    cost = []
+    if curve.neuron_core_hours is not None:
+        cost.append(f"≈ {curve.neuron_core_hours:,.1f} NEURON core-hours")
+    if curve.train_hours is not None:
+        cost.append(f"≈ {curve.train_hours:,.1f} h of training on this device")
+    text = (f"{head}\n  fit error ∝ seconds^{curve.exponent:.2f} (R² {curve.r2:.2f}): {curve.metric} {curve.threshold} "
+            f"needs ≈ {curve.needed_seconds:,.0f} simulated seconds of training data" + (f" ({', '.join(cost)})" if cost else ""))
+    if curve.weak:
+        text += f"\n  weak extrapolation: {curve.why_weak}"
+    return text

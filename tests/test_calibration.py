@@ -1,0 +1,87 @@
+"""Ground truth that fires: the calibrated drive, stable splits, the refusal of silent splits.
+
+Real NEURON runs of the bundled AMPA twin (its probes are the cheapest), a few seconds
+of simulated time each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurosearch.simulators import SimulationSpec, SimulatorError, generate
+from neurosearch.simulators.calibrate import calibration_key
+from neurosearch.simulators.spec import split_of
+
+SMALL = dict(model="l5pc_ampa", duration_ms=1300, discard_ms=300, seed=3, processes=2,
+             stimulus={"calibration_probes": 2})
+
+
+def test_calibrated_drive_fires_and_is_reused(tmp_path: Path) -> None:
+    spec = SimulationSpec(n_simulations=8, **SMALL)
+    dataset = generate(spec, tmp_path, progress=False)
+    record = dataset.manifest["calibration"]
+    low, high = record["rate_scale"]
+    assert 0 < low <= high <= max(record["levels"])
+    # the curve the range came from: silent at the bottom of the grid, firing at the top
+    assert record["mean_rate_hz"][0] < spec.stimulus.output_rate_hz[0] <= max(record["mean_rate_hz"])
+    assert (dataset.output_rates_hz() > 0).all(), dataset.rate_summary()
+    assert "silent 0 of 8" in dataset.rate_summary()
+    # a larger dataset of the same cell and stimulus reuses the calibration file
+    cached = tmp_path / "calibrations" / f"{calibration_key(spec)}.json"
+    stamp = cached.stat().st_mtime_ns
+    bigger = generate(SimulationSpec(n_simulations=10, **SMALL), tmp_path, progress=False)
+    assert bigger.manifest["calibration"] == record and cached.stat().st_mtime_ns == stamp
+    # and its first eight simulations are the same simulations in the same splits
+    for split in ("train", "valid", "test"):
+        assert [i for i in bigger.indices(split) if i < 8] == dataset.indices(split)
+    assert np.array_equal(bigger.load(7).voltage, dataset.load(7).voltage)
+
+
+def test_cell_that_cannot_reach_the_target_rate_is_one_clear_error(tmp_path: Path) -> None:
+    spec = SimulationSpec(n_simulations=3, split=(0.34, 0.33, 0.33),
+                          **{**SMALL, "stimulus": {"calibration_probes": 1, "output_rate_hz": (400.0, 450.0)}})
+    with pytest.raises(SimulatorError, match="fires at most .* below the calibration's lowest target of 400 Hz"):
+        generate(spec, tmp_path, progress=False)
+    assert not list((tmp_path).glob("*/shards/*.npz"))  # nothing simulated on a failed calibration
+
+
+def test_splits_are_stable_as_the_dataset_grows_and_close_to_the_fractions() -> None:
+    fractions = (0.6, 0.2, 0.2)
+    small = SimulationSpec(n_simulations=100, seed=7, split=fractions, stimulus={"rate_scale": (1, 2)})
+    large = SimulationSpec(n_simulations=1000, seed=7, split=fractions, stimulus={"rate_scale": (1, 2)})
+    for split, ids in small.split_indices().items():
+        assert [i for i in large.split_indices()[split] if i < 100] == ids
+    counts = {name: len(ids) for name, ids in large.split_indices().items()}
+    assert counts == pytest.approx({"train": 600, "valid": 200, "test": 200}, abs=3)
+    assert [split_of(7, i, fractions) for i in range(40)] != [split_of(8, i, fractions) for i in range(40)]
+
+
+def test_a_split_that_would_be_empty_is_refused() -> None:
+    with pytest.raises(ValueError, match="leaves the .* split empty"):
+        SimulationSpec(n_simulations=3, seed=0, stimulus={"rate_scale": (1, 2)})
+
+
+def test_manifest_records_the_calibration_and_rates(tmp_path: Path) -> None:
+    spec = SimulationSpec(n_simulations=6, **{**SMALL, "stimulus": {"rate_scale": (2.0, 4.0)}})
+    dataset = generate(spec, tmp_path, progress=False)
+    manifest = json.loads((dataset.path / "manifest.json").read_text())
+    assert "calibration" not in manifest  # a drive range given outright is not calibrated
+    assert manifest["spec"]["stimulus"]["rate_scale"] == [2.0, 4.0]
+    assert len(dataset.output_rates_hz("valid")) == len(dataset.indices("valid"))
+
+
+def test_a_silent_split_is_refused_with_one_clear_message(tmp_path: Path) -> None:
+    import torch
+
+    from neurosearch.search.data import SplitTensors
+    from neurosearch.search.errors import UserError
+
+    spec = SimulationSpec(n_simulations=6, **{**SMALL, "stimulus": {"rate_scale": (0.05, 0.05)}})
+    dataset = generate(spec, tmp_path, progress=False)
+    assert dataset.output_rates_hz().max() == 0
+    with pytest.raises(UserError, match="the valid split .* holds 0 output spikes in 0 of"):
+        SplitTensors(dataset, "valid", torch.device("cpu"))

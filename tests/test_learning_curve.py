@@ -1,0 +1,35 @@
+"""The learning-curve fit: a known power law comes back, and weak extrapolations say so."""
+
+from __future__ import annotations
+
+import pytest
+
+from neurosearch.search.learning_curve import LearningCurve, describe, fit
+
+
+def curve(values: list[float], seconds=(100.0, 200.0, 400.0, 800.0)) -> LearningCurve:
+    return LearningCurve("tcn", 3, 7, "spike_auc", 0.99, list(seconds), values)
+
+
+def test_a_power_law_is_recovered_and_inverted() -> None:
+    # error = 0.5 * s^-0.5: 0.05 at 100 s ... the threshold's 0.01 at 2500 s
+    values = [1 - 0.5 * s**-0.5 for s in (100, 200, 400, 800)]
+    got = fit(curve(values), True, neuron_wall_s_per_simulated_s=0.72, train_wall_s_at_largest=80.0)
+    assert got.exponent == pytest.approx(-0.5, abs=1e-9) and got.r2 == pytest.approx(1.0)
+    assert got.needed_seconds == pytest.approx(2500.0, rel=1e-6)
+    assert got.neuron_core_hours == pytest.approx(2500 * 0.72 / 3600)
+    assert got.train_hours == pytest.approx(80.0 * 2500 / 800 / 3600)
+    assert not got.weak and "needs ≈ 2,500 simulated seconds" in describe(got)
+
+
+def test_flat_or_far_curves_are_marked_weak() -> None:
+    flat = fit(curve([0.95, 0.951, 0.949, 0.95]), True)
+    assert flat.weak and flat.needed_seconds is None and "does not fall" in flat.why_weak
+    far = fit(curve([1 - 0.2 * s**-0.1 for s in (100, 200, 400, 800)]), True)
+    assert far.weak and far.needed_seconds > 10 * 800 and "beyond the data measured" in describe(far)
+
+
+def test_lower_is_better_metrics_fit_the_metric_itself() -> None:
+    rmse = [2.0 * (s / 100) ** -0.3 for s in (100, 200, 400, 800)]
+    got = fit(LearningCurve("mlp", 1, 0, "voltage_rmse", 0.5, [100.0, 200.0, 400.0, 800.0], rmse), False)
+    assert got.exponent == pytest.approx(-0.3) and got.needed_seconds == pytest.approx(100 * 4 ** (1 / 0.3), rel=1e-6)
