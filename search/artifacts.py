@@ -7,31 +7,29 @@ report (JSON) and the winner's test-split metrics.
 
 Plots are drawn with matplotlib's object API on the Agg canvas (no pyplot state, so
 threads and worker processes never share a figure), and logged with
-``Tracker.client`` against explicit run ids. Nothing here may cost a trial: every
-public function catches its own errors, warns and returns.
+``Tracker.log_artifacts`` against explicit run ids. Nothing here may cost a trial:
+every public logging function is guarded by ``retry.never_fails`` (warns and returns None).
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import json
-import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from .export import register_model, registered_name
 from .metrics import METRICS, VOLTAGE_CEILING_MV
 from .report import StudyReport
+from .retry import never_fails
 from .tracking import Tracker
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+from .workspace import ATTR_REGISTERED_MODEL
 
 #: artifact file names, as the UI lists them
 LEARNING_CURVES = "learning_curves.png"
@@ -44,23 +42,6 @@ SUMMARY_MD = "summary.md"
 WINNER_TEST = "winner_test_metrics.json"
 REPORT_JSON = "report.json"
 WEIGHTS = "weights"  # folder of a trial's saved model (spec + state dict + voltage scale)
-
-
-def never_fails(what: str) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
-    """Artifact logging must never fail a trial or a report: warn and go on."""
-
-    def wrap(function: Callable[..., T]) -> Callable[..., T | None]:
-        @functools.wraps(function)
-        def call(*args: Any, **kwargs: Any) -> T | None:
-            try:
-                return function(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - deliberately broad; KeyboardInterrupt passes
-                log.warning("could not log %s to MLflow: %s: %s", what, type(exc).__name__, exc)
-                return None
-
-        return call
-
-    return wrap
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -137,14 +118,14 @@ def plot_trace(
     return _save(fig, path)
 
 
-@never_fails("trial artifacts")
+@never_fails("logging the trial's artifacts to MLflow")
 def log_trial_artifacts(
     tracker: Tracker, run_id: str, trainer: Any, spec: dict, metric: str, threshold: float,
     title: str, model_file: Path | None = None,
 ) -> list[str]:
     """Plots and files of one trial's run. With ``model_file`` (a finished trial) also the
     ROC curve and trace on held-out validation simulations and the saved model
-    (``weights/trial-<n>.pt``, what ``objective.load_model`` reads); without
+    (``weights/trial-<n>.pt``, what ``workspace.load_model`` reads); without
     (a pruned trial) only the learning curves and the spec."""
     logged: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,11 +143,10 @@ def log_trial_artifacts(
                 pred.v_true[0], pred.v_pred[0], pred.spike_prob[0], pred.spike_true[0], burn,
                 f"{title}: held-out (validation) simulation {valid.sim_ids[0]}", folder / TRACE,
             ))
-        for file in files:
-            tracker.client.log_artifact(run_id, str(file))
-            logged.append(file.name)
+        tracker.log_artifacts(run_id, files)
+        logged += [file.name for file in files]
     if model_file is not None and Path(model_file).exists():
-        tracker.client.log_artifact(run_id, str(model_file), WEIGHTS)
+        tracker.log_artifacts(run_id, [Path(model_file)], WEIGHTS)
         logged.append(Path(model_file).name)
     return logged
 
@@ -264,7 +244,7 @@ def write_summary_markdown(report: StudyReport, path: Path) -> Path:
     return path
 
 
-@never_fails("study artifacts")
+@never_fails("logging the study's artifacts to MLflow")
 def log_study_artifacts(tracker: Tracker, run_id: str, report: StudyReport) -> list[str]:
     """Depth frontier, summary table (CSV + Markdown), report JSON and the winner's
     test-split metrics on the study run (re-logged, i.e. replaced, on every report)."""
@@ -283,28 +263,22 @@ def log_study_artifacts(tracker: Tracker, run_id: str, report: StudyReport) -> l
                 {"trial": winner.trial, "family": winner.family, "depth": winner.depth, "passes": winner.passes,
                  "validation": {report.metric: winner.value}, "test": winner.test}, indent=2))
             files.append(folder / WINNER_TEST)
-        for file in files:
-            tracker.client.log_artifact(run_id, str(file))
+        tracker.log_artifacts(run_id, files)
         return [file.name for file in files]
 
 
 # --------------------------------------------------------------------------- registry
 
-#: study user attribute recording which trial is registered (shared by all workers)
-REGISTERED_ATTR = "registered_model"
 
-
-@never_fails("the winner to the model registry")
+@never_fails("registering the winner in MLflow's model registry")
 def register_winner(tracker: Tracker, run_id: str, report: StudyReport, study: Any, model_file: Path,
                     fixed_length: int) -> str | None:
     """The report's winner as a new version of ``<study>-surrogate`` in the MLflow model
     registry (once per winner: a resumed study whose winner did not change adds nothing)."""
-    from .export import register_model, registered_name
-
     winner = report.winner
     if winner is None or not Path(model_file).exists():
         return None
-    done = study.user_attrs.get(REGISTERED_ATTR) or {}
+    done = study.user_attrs.get(ATTR_REGISTERED_MODEL) or {}
     if done.get("trial") == winner.trial:
         return str(done.get("version"))
     name = registered_name(report.study)
@@ -313,9 +287,9 @@ def register_winner(tracker: Tracker, run_id: str, report: StudyReport, study: A
             f"val_{report.metric}": f"{winner.value:.6f}",
             **{f"test_{k}": f"{v:.6f}" for k, v in (winner.test or {}).items()}}
     # one folder per registered trial: a later winner never overwrites an earlier version's files
-    version = register_model(tracker.client, run_id, Path(model_file), name, tags, fixed_length,
+    version = register_model(tracker, run_id, Path(model_file), name, tags, fixed_length,
                              artifact_path=f"model-trial-{winner.trial}")
-    study.set_user_attr(REGISTERED_ATTR, {"name": name, "version": version, "trial": winner.trial})
+    study.set_user_attr(ATTR_REGISTERED_MODEL, {"name": name, "version": version, "trial": winner.trial})
     tracker.set_tags(run_id, {"registered_model": name, "registered_model_version": version})
     return version
 

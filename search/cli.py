@@ -119,15 +119,15 @@ def report(
 
     With --storage and --study no config file is needed (e.g. on another machine).
     """
-    from .runner import load_report
-    from .report import render
+    from .report import build_report, render
+    from .workspace import load_study
 
     if storage and study and not config.exists():
         url, name = storage, study
     else:
         cfg = _config(config, set_, storage, study)
         url, name = cfg.study.storage, cfg.study.name
-    result = load_report(url, name)
+    result = build_report(load_study(url, name))
     if json_out:
         print(result.to_json())
     else:
@@ -139,13 +139,13 @@ def studies(
     config: ConfigOpt = Path("search.toml"), set_: SetOpt = None, storage: StorageOpt = None
 ) -> None:
     """List the studies in a storage with their trial counts."""
-    from .runner import list_studies
+    from .workspace import study_summaries
 
     url = storage if storage and not config.exists() else _config(config, set_, storage).study.storage
     table = Table(title="studies")
     for column in ("name", "trials", "best", "started"):
         table.add_column(column)
-    for summary in list_studies(url):
+    for summary in study_summaries(url):
         best = summary.best_trial.value if summary.best_trial else None
         started = summary.datetime_start.strftime("%Y-%m-%d %H:%M") if summary.datetime_start else "—"
         table.add_row(summary.study_name, str(summary.n_trials), "—" if best is None else f"{best:.4f}", started)

@@ -63,7 +63,6 @@ class TrackingSection(_Section):
     uri: str = "sqlite:///mlflow/mlflow.db"
     artifacts: str = "mlflow/artifacts"
     experiment: str | None = None
-    enabled: bool = True
 
 
 class TargetSection(_Section):

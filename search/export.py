@@ -1,7 +1,7 @@
 """The winning surrogate outside neurosearch: TorchScript, ONNX and the MLflow model registry.
 
 A study saves each finished trial as ``work_dir/studies/<study>/models/trial-<n>.pt``
-(spec + state dict + voltage scale; see ``objective.save_model``). The network in there
+(spec + state dict + voltage scale; see ``workspace.save_model``). The network in there
 outputs ``(spike_logit, standardised voltage)``; what leaves neurosearch is ``Surrogate``,
 which wraps it to take what a user has and give what a user wants:
 
@@ -32,9 +32,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurosearch.simulators import Dataset
 from neurosearch.spaces import get_family
 
+from .config import Config
 from .errors import UserError
+from .report import build_report
+from .tracking import Tracker
+from .workspace import ATTR_DATASET_PATH, Workspace, load_model, load_study
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +69,6 @@ class Surrogate(nn.Module):
 
 def load_surrogate(model_path: Path) -> tuple[Surrogate, dict]:
     """The saved trial as a CPU ``Surrogate`` in eval mode, and its saved record."""
-    from .objective import load_model
-
     net, saved = load_model(Path(model_path), "cpu")
     return Surrogate(net, saved["v_mean"], saved["v_std"]).eval(), saved
 
@@ -263,35 +266,27 @@ class ExportResult:
     max_abs_diff: dict[str, float] | None
 
 
-def export_trial(config, fmt: Format, trial: int | None = None, output: Path | None = None) -> ExportResult:
+def export_trial(config: Config, fmt: Format, trial: int | None = None, output: Path | None = None) -> ExportResult:
     """``neurosearch export``: the report's winner (or ``trial``) of the configured study as a
     standalone file, checked against the in-process model on a test simulation of the dataset."""
-    import optuna
-
-    from neurosearch.simulators import Dataset
-
-    from .report import build_report
-    from .tracking import mask_url
-
     if fmt not in SUFFIX:
         raise UserError(f"unknown export format {fmt!r}; choose torchscript or onnx")
     name = config.study.name
-    try:
-        study = optuna.load_study(study_name=name, storage=config.study.storage)
-    except KeyError:
-        raise UserError(f"no study named {name!r} in {mask_url(config.study.storage)}") from None
+    study = load_study(config.study.storage, name)
+    workspace = Workspace.of(config)
     if trial is None:
         winner = build_report(study).winner
         if winner is None:
             raise UserError(f"study {name!r} has no finished trial to export yet")
         trial = winner.trial
-    model_path = config.study.work_dir / "studies" / name / "models" / f"trial-{trial}.pt"
+    model_path = workspace.model(trial)
     if not model_path.exists():
         states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
         why = f"it is {states[trial]}" if trial in states else "no such trial"
         raise UserError(f"trial {trial} of study {name!r} has no saved model at {model_path} ({why})")
-    default_name = f"{name}-trial-{trial}{SUFFIX[fmt]}"
-    output = Path(output) if output is not None else config.study.work_dir / "exports" / default_name
+    default = workspace.export(trial, SUFFIX[fmt])
+    default_name = default.name
+    output = Path(output) if output is not None else default
     if output.is_dir():
         raise UserError(f"{output} is a folder; give --output a file name, e.g. {output / default_name}")
     try:
@@ -302,7 +297,7 @@ def export_trial(config, fmt: Format, trial: int | None = None, output: Path | N
     if not os.access(output.parent, os.W_OK):
         raise UserError(f"cannot write to {output.parent} (no permission)")
     check, label, length, dataset_dir = None, "random spikes", 1000, None
-    dataset_path = study.user_attrs.get("dataset_path")
+    dataset_path = study.user_attrs.get(ATTR_DATASET_PATH)
     if dataset_path and Path(dataset_path).is_dir():
         try:
             dataset = Dataset.open(Path(dataset_path), verify=False)
@@ -342,13 +337,13 @@ def signature(n_inputs: int):
 
 
 def register_model(
-    client, run_id: str, model_path: Path, name: str, tags: dict[str, Any], fixed_length: int, artifact_path: str = "model"
+    tracker: Tracker, run_id: str, model_path: Path, name: str, tags: dict[str, Any], fixed_length: int,
+    artifact_path: str = "model",
 ) -> str:
     """Log the saved trial as an MLflow pytorch model (``torch.export`` "pt2" format: no
     pickle, no neurosearch needed to load it) on ``run_id`` and register it as a new
-    version of ``name``. Returns the version. Explicit run id: no fluent run stack."""
+    version of ``name``. Returns the version."""
     import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
 
     model, saved = load_surrogate(model_path)
     generic = length_generic(saved)
@@ -363,18 +358,9 @@ def register_model(
             metadata={key: value for key, value in info.items() if key != "spec"} | {"spec": json.dumps(saved["spec"])},
         )
         (folder / "spec.json").write_text(json.dumps(saved["spec"], indent=2))
-        client.log_artifacts(run_id, str(folder), artifact_path)
-    try:
-        client.create_registered_model(
-            name, description="neurosearch winner: spikes [batch, n_inputs, time] -> spike probability, voltage (mV)"
+        return tracker.register_model(
+            run_id, folder, artifact_path, name,
+            tags={**{k: str(v) for k, v in tags.items()}, "spec": json.dumps(saved["spec"])[:4900],
+                  "fixed_time_ms": str(None if generic else length)},
+            description=f"trial {tags.get('optuna.trial', '?')} of study {tags.get('optuna.study', '?')}",
         )
-    except MlflowException:  # it exists already (or another worker just made it)
-        pass
-    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    version = client.create_model_version(
-        name, source=source, run_id=run_id,
-        tags={**{k: str(v) for k, v in tags.items()}, "spec": json.dumps(saved["spec"])[:4900],
-              "fixed_time_ms": str(None if generic else length)},
-        description=f"trial {tags.get('optuna.trial', '?')} of study {tags.get('optuna.study', '?')}",
-    )
-    return str(version.version)

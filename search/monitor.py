@@ -39,10 +39,6 @@ class SystemMetrics:
                 _warned = True
             self.monitor = None
 
-    @property
-    def gpu(self) -> bool:
-        return self.monitor is not None and any(type(m).__name__ in ("GPUMonitor", "ROCMMonitor") for m in self.monitor.monitors)
-
     def stop(self) -> None:
         monitor, self.monitor = self.monitor, None
         if monitor is None:

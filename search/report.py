@@ -17,6 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from .metrics import METRICS
+from .workspace import (
+    ATTR_N_PARAMS,
+    ATTR_SKIP_REASON,
+    ATTR_TARGET_METRIC,
+    ATTR_TARGET_THRESHOLD,
+    ATTR_TEST_METRICS,
+    ATTR_TRAIN_SECONDS,
+)
 
 
 @dataclass
@@ -70,13 +78,13 @@ def _best_value(trial: FrozenTrial, higher: bool) -> float | None:
 
 
 def test_attr(number: int) -> str:
-    return f"test_metrics:{number}"
+    return f"{ATTR_TEST_METRICS}:{number}"
 
 
 def build_report(study: optuna.Study) -> StudyReport:
     attrs = study.user_attrs
-    metric_name = attrs.get("target_metric", "spike_auc")
-    threshold = float(attrs.get("target_threshold", 0.99))
+    metric_name = attrs.get(ATTR_TARGET_METRIC, "spike_auc")
+    threshold = float(attrs.get(ATTR_TARGET_THRESHOLD, 0.99))
     metric = METRICS[metric_name]
     trials = [t for t in study.get_trials(deepcopy=False) if "family" in t.params]
     rows: dict[tuple[str, int], DepthRow] = {}
@@ -85,21 +93,21 @@ def build_report(study: optuna.Study) -> StudyReport:
         counts[t.state.name] += 1
         key = (t.params["family"], t.params["depth"])
         row = rows.setdefault(key, DepthRow(*key))
-        row.seconds += float(t.user_attrs.get("train_seconds", 0.0))
+        row.seconds += float(t.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0))
         if t.state == TrialState.WAITING or t.state == TrialState.RUNNING:
             row.pending += 1
             continue
         if t.state == TrialState.FAIL:
             row.failed += 1
             continue
-        if "skip_reason" in t.user_attrs:
+        if ATTR_SKIP_REASON in t.user_attrs:
             row.skipped += 1
             continue
         row.complete += t.state == TrialState.COMPLETE
         row.pruned += t.state == TrialState.PRUNED
         value = _best_value(t, metric.higher_is_better)
         if value is not None and (row.best is None or metric.better(value, row.best)):
-            row.best, row.best_trial, row.n_params = value, t.number, t.user_attrs.get("n_params")
+            row.best, row.best_trial, row.n_params = value, t.number, t.user_attrs.get(ATTR_N_PARAMS)
         if t.state == TrialState.COMPLETE and t.value is not None and metric.passes(t.value, threshold):
             row.passes = True
     ordered = sorted(rows.values(), key=lambda r: (r.family, r.depth))
@@ -136,7 +144,7 @@ def _winner(trials: list[FrozenTrial], metric_name: str, threshold: float, attrs
         family=best.params["family"],
         depth=best.params["depth"],
         value=float(best.value),
-        n_params=best.user_attrs.get("n_params"),
+        n_params=best.user_attrs.get(ATTR_N_PARAMS),
         passes=bool(passing),
         test=attrs.get(test_attr(best.number)),
     )

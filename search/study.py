@@ -1,4 +1,4 @@
-"""The Optuna study: storage, the depth plan, pruning and the worker loop.
+"""The Optuna study: the depth plan, pruning and the worker loop (its storage: ``workspace``).
 
 *Shallowest passing* needs evidence at every depth, so a study is a **plan** of
 slots ``(family, depth, repeat)`` enqueued once, shallow first; the sampler (TPE)
@@ -10,7 +10,6 @@ re-enqueued by ``RetryHeartbeatStaleTrialCallback``; a Ctrl-C re-enqueues at onc
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -19,15 +18,24 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 from optuna.pruners import BasePruner
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Config
 from .errors import UserError
 from .metrics import METRICS
-from .sqlrace import first_use
-from .tracking import mask_url
+from .workspace import (
+    ATTR_DATASET_HASH,
+    ATTR_FAIL_REASON,
+    ATTR_FAMILIES,
+    ATTR_PLAN,
+    ATTR_PLANNED_TRIALS,
+    ATTR_TARGET_METRIC,
+    ATTR_TARGET_THRESHOLD,
+    OPTUNA_FIXED_PARAMS,
+    storage_of,
+)
 
 log = logging.getLogger(__name__)
 PLAN_KEYS = ("family", "depth", "repeat")
@@ -94,77 +102,6 @@ class DepthMedianPruner(BasePruner):
         return self.sign * current < self.sign * float(np.median(peers))
 
 
-def _connection_lost(exc: BaseException) -> bool:
-    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
-    return isinstance(cause, (OperationalError, InterfaceError)) or (
-        isinstance(cause, DBAPIError) and cause.connection_invalidated
-    )
-
-
-def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def call(self: "ResilientRDBStorage", *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + self.reconnect_s
-        delay = 0.5
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-                if not _connection_lost(exc) or time.monotonic() > deadline:
-                    raise
-                cause = exc.__cause__ or exc
-                log.warning("storage unreachable (%s: %s); retrying for up to %.0f s", type(cause).__name__,
-                            str(cause).splitlines()[0] if str(cause) else "", self.reconnect_s)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    return call
-
-
-class ResilientRDBStorage(RDBStorage):
-    """RDBStorage whose calls wait out a lost database (a PostgreSQL restart, a network
-    blip) for ``reconnect_s`` instead of killing the worker; pre-ping replaces the
-    pool's dead connections. A retried write that had in fact committed is harmless:
-    claiming an already-RUNNING trial returns False, and an orphaned RUNNING trial is
-    failed by the heartbeat and retried."""
-
-    reconnect_s: float = 180.0
-
-
-for _name in (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
-    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
-    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
-    "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
-    "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
-):
-    setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
-
-
-def open_storage(config: Config) -> RDBStorage:
-    """RDB storage with heartbeats, retry of dead workers' trials and pre-pinged connections."""
-    url = config.study.storage
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 60}
-    try:
-        storage = first_use(
-            lambda: ResilientRDBStorage(
-                url,
-                engine_kwargs=kwargs,
-                heartbeat_interval=config.study.heartbeat_s,
-                grace_period=config.study.grace_s,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.study.max_retry),
-            )
-        )
-        storage.reconnect_s = config.study.reconnect_s
-        return storage
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot open the study storage {mask_url(url)}: {reason}") from None
-
-
 def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any]) -> tuple[optuna.Study, bool]:
     """Create the study, or join it if it exists; returns (study, created_here)."""
     metric = METRICS[config.target.metric]
@@ -188,11 +125,11 @@ def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any
                 f"study {config.study.name!r} optimises {study.direction.name.lower()}, but target.metric "
                 f"{config.target.metric!r} needs {direction}; use a new study name"
             )
-    existing = study.user_attrs.get("dataset_hash")
-    if existing is not None and existing != dataset_attrs["dataset_hash"]:
+    existing = study.user_attrs.get(ATTR_DATASET_HASH)
+    if existing is not None and existing != dataset_attrs[ATTR_DATASET_HASH]:
         raise UserError(
             f"study {config.study.name!r} was run on dataset {existing[:12]} but this config makes dataset "
-            f"{dataset_attrs['dataset_hash'][:12]}; the [simulator] section differs from the study's. "
+            f"{dataset_attrs[ATTR_DATASET_HASH][:12]}; the [simulator] section differs from the study's. "
             "Use the study's simulator settings or a new study name."
         )
     return study, created
@@ -202,9 +139,9 @@ def record_study_attrs(study: optuna.Study, config: Config, dataset_attrs: dict[
     """What `report` needs to read the study later without the config file."""
     attrs = {
         **dataset_attrs,
-        "target_metric": config.target.metric,
-        "target_threshold": config.target.threshold,
-        "families": config.study.families,
+        ATTR_TARGET_METRIC: config.target.metric,
+        ATTR_TARGET_THRESHOLD: config.target.threshold,
+        ATTR_FAMILIES: config.study.families,
     }
     for key, value in attrs.items():
         if study.user_attrs.get(key) != value:
@@ -219,11 +156,11 @@ def enqueue_plan(study: optuna.Study, config: Config) -> int:
     """
     slots = plan(config)
     signature = [[s[k] for k in PLAN_KEYS] for s in slots]
-    if study.user_attrs.get("plan") == signature:
+    if study.user_attrs.get(ATTR_PLAN) == signature:
         return 0
     held = {tuple(t.params.get(k) for k in PLAN_KEYS) for t in study.get_trials(deepcopy=False)}
     held |= {
-        tuple(t.system_attrs.get("fixed_params", {}).get(k) for k in PLAN_KEYS) for t in study.get_trials(deepcopy=False)
+        tuple(t.system_attrs.get(OPTUNA_FIXED_PARAMS, {}).get(k) for k in PLAN_KEYS) for t in study.get_trials(deepcopy=False)
     }
     added = 0
     for slot in slots:
@@ -232,14 +169,14 @@ def enqueue_plan(study: optuna.Study, config: Config) -> int:
             added += 1
     held |= {tuple(slot[k] for k in PLAN_KEYS) for slot in slots}
     held.discard((None, None, None))
-    study.set_user_attr("planned_trials", len(held))
-    study.set_user_attr("plan", signature)
+    study.set_user_attr(ATTR_PLANNED_TRIALS, len(held))
+    study.set_user_attr(ATTR_PLAN, signature)
     return added
 
 
 def claim_waiting_trial(study: optuna.Study) -> int | None:
     """Atomically move one WAITING trial to RUNNING; None when the queue is empty."""
-    storage = study._storage
+    storage = storage_of(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
@@ -252,21 +189,25 @@ def claim_waiting_trial(study: optuna.Study) -> int | None:
 class Heartbeat:
     """Records the trial's heartbeat in the background while the trial trains."""
 
-    def __init__(self, storage: RDBStorage, trial_id: int, interval: float) -> None:
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: float) -> None:
         self.storage, self.trial_id, self.interval = storage, trial_id, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{trial_id}")
 
+    def _record(self) -> None:
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+        except Exception:  # a database blip: the next beat retries; the grace period covers it
+            pass
+
     def _beat(self) -> None:
-        while True:
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # a database blip: the next beat retries; the grace period covers it
-                pass
-            if self._stop.wait(self.interval):
-                return
+        while not self._stop.wait(self.interval):
+            self._record()
 
     def __enter__(self) -> "Heartbeat":
+        # the first beat before the trial runs: Optuna never finds a trial without one stale,
+        # so a worker killed before its thread's first beat would leave the trial RUNNING forever
+        self._record()
         self._thread.start()
         return self
 
@@ -291,7 +232,7 @@ def run_worker(
     on_done: Callable[[FrozenTrial], None] | None = None,
 ) -> int:
     """Run planned trials until none is waiting or running anywhere; returns trials run here."""
-    storage = study._storage
+    storage = storage_of(study)
     interval = storage.get_heartbeat_interval() or poll_s
     ran = 0
     while True:
@@ -313,16 +254,16 @@ def run_worker(
             except optuna.TrialPruned:
                 frozen = study.tell(trial, state=TrialState.PRUNED)
             except TrialFailed as exc:
-                trial.set_user_attr("fail_reason", str(exc))
+                trial.set_user_attr(ATTR_FAIL_REASON, str(exc))
                 frozen = study.tell(trial, state=TrialState.FAIL)
             except (optuna.exceptions.StorageInternalError, SQLAlchemyError):
                 raise  # the database stayed away past reconnect_s: the heartbeat will hand the trial on
             except Exception as exc:  # a crash in one trial must not end the study
                 log.exception("trial %d failed", trial.number)
-                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
+                trial.set_user_attr(ATTR_FAIL_REASON, f"{type(exc).__name__}: {exc}"[:2000])
                 frozen = study.tell(trial, state=TrialState.FAIL)
             except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-enqueued to resume from its checkpoint")
+                trial.set_user_attr(ATTR_FAIL_REASON, "interrupted (Ctrl-C); re-enqueued to resume from its checkpoint")
                 frozen = study.tell(trial, state=TrialState.FAIL)
                 RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
                 raise

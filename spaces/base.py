@@ -170,16 +170,26 @@ class SpaceBase(BaseModel):
 
 class Family(ABC):
     """One architecture family. Subclasses set ``name`` and ``Space`` and implement
-    ``sample``, ``build`` and ``depth`` (and ``receptive_field`` when it is finite)."""
+    ``_sample``, ``build`` and ``depth`` (and ``receptive_field`` when it is finite)."""
 
     name: ClassVar[str]
     Space: ClassVar[type[BaseModel]]
 
-    @abstractmethod
-    def sample(self, trial: optuna.Trial, space: BaseModel, depth: int) -> dict:
+    def sample(self, trial: optuna.Trial, space: BaseModel | dict | None, depth: int) -> dict:
         """Sample every architecture choice except depth (given) with ``trial.suggest_*``
-        and return a JSON-able spec dict including "family" and "depth". Parameter names
-        are prefixed with the family name ("tcn.width")."""
+        and return a JSON-able spec dict: ``{"family", "depth", **the family's choices}``.
+        The space is validated and the depth checked here, once for every family."""
+        space = self.space(space)
+        depth = int(depth)
+        if depth < 1:
+            raise ValueError(f"{self.name} depth must be >= 1, got {depth}")
+        return {"family": self.name, "depth": depth, **self._sample(trial, space, depth)}
+
+    @abstractmethod
+    def _sample(self, trial: optuna.Trial, space: Any, depth: int) -> dict:
+        """The family's own choices at ``depth`` (a validated ``Space``, depth >= 1).
+        Parameter names are prefixed with the family name (``self.param("width")``:
+        "tcn.width")."""
 
     @abstractmethod
     def build(self, spec: dict, inputs: InputMeta) -> nn.Module:
@@ -187,7 +197,7 @@ class Family(ABC):
 
     @abstractmethod
     def depth(self, spec: dict) -> int:
-        """Depth by DESIGN.md's rule, computed from the spec."""
+        """Depth by docs/DESIGN.md's rule, computed from the spec."""
 
     def receptive_field(self, spec: dict) -> int | None:
         """ms of input history (current bin included) the output at t depends on;

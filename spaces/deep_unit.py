@@ -211,9 +211,7 @@ class DeepUnit(Family):
     name = "deep_unit"
     Space = DeepUnitSpace
 
-    def sample(self, trial: optuna.Trial, space: DeepUnitSpace, depth: int) -> dict:
-        space = self.space(space)
-        depth = int(depth)
+    def _sample(self, trial: optuna.Trial, space: DeepUnitSpace, depth: int) -> dict:
         options = space.factorisations(depth)
         if not options:
             raise ValueError(f"deep_unit cannot realise depth {depth} with unit_layers {space.unit_layers} "
@@ -225,8 +223,6 @@ class DeepUnit(Family):
             n_layers = trial.suggest_categorical(p(f"depth{depth}.unit_layers"), [L for L, _ in options])
         grouping = trial.suggest_categorical(p("grouping"), space.grouping)
         spec = {
-            "family": self.name,
-            "depth": depth,
             "unit_layers": n_layers,
             "inner_layers": depth // n_layers,
             "inner_width": trial.suggest_categorical(p("inner_width"), space.inner_width),

@@ -290,15 +290,9 @@ class ELM(Family):
     name = "elm"
     Space = ELMSpace
 
-    def sample(self, trial: optuna.Trial, space: ELMSpace, depth: int) -> dict:
-        space = self.space(space)
-        depth = int(depth)
-        if depth < 1:
-            raise ValueError(f"elm depth must be >= 1, got {depth}")
+    def _sample(self, trial: optuna.Trial, space: ELMSpace, depth: int) -> dict:
         p = self.param
         spec = {
-            "family": self.name,
-            "depth": depth,
             "memory_units": trial.suggest_categorical(p("memory_units"), space.memory_units),
             "hidden": [],
             "activation": None,

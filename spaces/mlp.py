@@ -119,16 +119,10 @@ class MLP(Family):
     name = "mlp"
     Space = MLPSpace
 
-    def sample(self, trial: optuna.Trial, space: MLPSpace, depth: int) -> dict:
-        space = self.space(space)
-        depth = int(depth)
-        if depth < 1:
-            raise ValueError(f"mlp depth must be >= 1, got {depth}")
+    def _sample(self, trial: optuna.Trial, space: MLPSpace, depth: int) -> dict:
         p = self.param
         width = trial.suggest_categorical(p("width"), space.widths)
         return {
-            "family": self.name,
-            "depth": depth,
             "window": trial.suggest_int(p("window"), *space.window),
             "filters": trial.suggest_categorical(p("filters"), space.filters),
             "filter_bank": trial.suggest_categorical(p("filter_bank"), space.filter_bank),

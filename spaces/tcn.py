@@ -105,11 +105,7 @@ class TCN(Family):
     name = "tcn"
     Space = TCNSpace
 
-    def sample(self, trial: optuna.Trial, space: TCNSpace, depth: int) -> dict:
-        space = self.space(space)
-        depth = int(depth)
-        if depth < 1:
-            raise ValueError(f"tcn depth must be >= 1, got {depth}")
+    def _sample(self, trial: optuna.Trial, space: TCNSpace, depth: int) -> dict:
         p = self.param
         width = trial.suggest_categorical(p("width"), space.widths)
         first = trial.suggest_int(p("first_kernel"), *space.first_kernel)
@@ -122,8 +118,6 @@ class TCN(Family):
             kernels += [later] * (depth - 1)
             dilations += [growth ** j for j in range(depth - 1)]
         return {
-            "family": self.name,
-            "depth": depth,
             "width": width,
             "kernels": kernels,
             "dilations": dilations,

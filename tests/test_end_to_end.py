@@ -199,7 +199,7 @@ def first_test_simulation(root: Path):
 
 def in_process(root: Path, trial: int, spikes: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """The saved network as neurosearch itself runs it: spike probability, voltage in mV."""
-    from neurosearch.search.objective import load_model
+    from neurosearch.search.workspace import load_model
 
     net, saved = load_model(root / "state" / "studies" / "tiny" / "models" / f"trial-{trial}.pt", "cpu")
     with torch.no_grad():

@@ -16,12 +16,12 @@ from neurosearch.search.config import load_config
 from neurosearch.search.study import (
     DepthMedianPruner,
     enqueue_plan,
-    open_storage,
     open_study,
     plan,
     run_worker,
     suggest_slot,
 )
+from neurosearch.search.workspace import open_storage
 
 DATA = {"dataset_hash": "abc", "dataset_path": "/tmp/x"}
 

@@ -1,0 +1,230 @@
+"""A study's stored state, in one place: its Optuna storage, the names of what it records
+there, and its files under ``work_dir`` (dataset cache, checkpoints, trained models).
+
+Every command reaches the storage through ``open_storage`` (workers with heartbeats,
+readers without), a study by name through ``load_study``, and a file through
+``Workspace``; a trained model is written by ``save_model`` and read by ``load_model``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+
+from neurosearch.spaces import InputMeta, get_family
+
+from .config import Config, StudySection
+from .errors import UserError, mask_url
+from .retry import FIRST_USE, Retry
+
+# --------------------------------------------------------------------------- attribute names
+# The names under which a study and its trials keep their user attributes. They are
+# stored in databases that outlive any version of this code: never change a value.
+
+#: study: the dataset's config hash and folder (a study runs on one dataset)
+ATTR_DATASET_HASH = "dataset_hash"
+ATTR_DATASET_PATH = "dataset_path"
+#: study: what passing means, and the families searched (so `report` needs no config)
+ATTR_TARGET_METRIC = "target_metric"
+ATTR_TARGET_THRESHOLD = "target_threshold"
+ATTR_FAMILIES = "families"
+#: study: the enqueued plan's signature and the number of planned trials
+ATTR_PLAN = "plan"
+ATTR_PLANNED_TRIALS = "planned_trials"
+#: study: the MLflow study run; trial: the MLflow run of this attempt
+ATTR_MLFLOW_RUN_ID = "mlflow_run_id"
+#: study: the winner in the model registry ({name, version, trial})
+ATTR_REGISTERED_MODEL = "registered_model"
+#: study: prefix of "test_metrics:<trial>", a trial's test-split metrics
+ATTR_TEST_METRICS = "test_metrics"
+#: trial: who trained it ("host:pid"), on which device, for how long
+ATTR_WORKER = "worker"
+ATTR_DEVICE = "device"
+ATTR_TRAIN_SECONDS = "train_seconds"
+#: trial: the sampled architecture, its size and the depth its family states for it
+ATTR_SPEC = "spec"
+ATTR_N_PARAMS = "n_params"
+ATTR_REPORTED_DEPTH = "reported_depth"
+#: trial: epochs taken over from a dead attempt's checkpoint
+ATTR_RESUMED_EPOCHS = "resumed_epochs"
+#: trial: the best validation epoch and its metrics
+ATTR_BEST_EPOCH = "best_epoch"
+ATTR_VAL_METRICS = "val_metrics"
+#: trial: why it was skipped (a shallower depth passed), pruned or failed
+ATTR_SKIP_REASON = "skip_reason"
+ATTR_PRUNE_REASON = "prune_reason"
+ATTR_FAIL_REASON = "fail_reason"
+#: trial system attribute written by Optuna's ``enqueue_trial``: the slot's fixed params
+OPTUNA_FIXED_PARAMS = "fixed_params"
+
+
+# --------------------------------------------------------------------------- the storage
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The database went away (a restart, a network blip), as opposed to a real error."""
+    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+    return isinstance(cause, (OperationalError, InterfaceError)) or (
+        isinstance(cause, DBAPIError) and cause.connection_invalidated
+    )
+
+
+#: a storage call waits out a lost database (for the config's ``reconnect_s``), then raises
+RECONNECT = Retry(when=connection_lost, seconds=StudySection().reconnect_s, what="the study storage",
+                  warn_on_retry=True)
+
+
+class ResilientRDBStorage(RDBStorage):
+    """RDBStorage whose calls wait out a lost database (``retry``) instead of killing the
+    worker; pre-ping replaces the pool's dead connections. A retried write that had in
+    fact committed is harmless: claiming an already-RUNNING trial returns False, and an
+    orphaned RUNNING trial is failed by the heartbeat and retried."""
+
+    retry: Retry = RECONNECT
+
+
+def _reconnecting(name: str) -> None:
+    method = getattr(RDBStorage, name)
+
+    def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self.retry.call(method, self, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = method.__doc__
+    setattr(ResilientRDBStorage, name, call)
+
+
+for _name in (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+    "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+    "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+):
+    _reconnecting(_name)
+
+
+def open_storage(where: Config | str) -> RDBStorage:
+    """The study storage, pre-pinged and reconnecting.
+
+    With a config (a worker: ``run``/``worker``), heartbeats are on and a dead worker's
+    trial is retried (Optuna's ``RetryHeartbeatStaleTrialCallback``), and a lost
+    database is waited out for ``study.reconnect_s``. With a bare URL (a reader:
+    ``report``, ``studies``, ``export``) there are no heartbeats.
+    """
+    settings = where.study if isinstance(where, Config) else StudySection(storage=where)
+    url = settings.storage
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine["connect_args"] = {"timeout": 60}
+    heartbeat: dict[str, Any] = {}
+    if isinstance(where, Config):
+        heartbeat = {
+            "heartbeat_interval": settings.heartbeat_s,
+            "grace_period": settings.grace_s,
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry),
+        }
+    try:
+        storage = FIRST_USE.call(ResilientRDBStorage, url, engine_kwargs=engine, **heartbeat)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot open the study storage {mask_url(url)}: {reason}") from None
+    storage.retry = RECONNECT.lasting(settings.reconnect_s)
+    return storage
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    """An existing study, for reading (``report``, ``export``)."""
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        raise UserError(f"no study named {name!r} in {mask_url(url)}") from None
+
+
+def study_summaries(url: str) -> list[optuna.study.StudySummary]:
+    """Every study in the storage at ``url`` (``studies``)."""
+    return optuna.get_all_study_summaries(storage=open_storage(url))
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage a study was opened on (Optuna has no public accessor for it)."""
+    return study._storage
+
+
+# --------------------------------------------------------------------------- files
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where one study keeps its files under ``work_dir``; all its workers share it (a
+    shared file system when they run on several machines)."""
+
+    work_dir: Path
+    study: str
+
+    @classmethod
+    def of(cls, config: Config) -> "Workspace":
+        return cls(Path(config.study.work_dir), config.study.name)
+
+    @property
+    def datasets(self) -> Path:
+        """The dataset cache (one folder per simulator config hash), shared by all studies."""
+        return self.work_dir / "datasets"
+
+    @property
+    def folder(self) -> Path:
+        return self.work_dir / "studies" / self.study
+
+    def checkpoint(self, trial: FrozenTrial) -> Path:
+        """Keyed by the first attempt's number, so every retry finds the same file."""
+        root = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+        return self.folder / "checkpoints" / f"trial-{trial.number if root is None else root}.pt"
+
+    def model(self, number: int) -> Path:
+        """A finished trial's trained network (``save_model``/``load_model``)."""
+        return self.folder / "models" / f"trial-{number}.pt"
+
+    def export(self, number: int, suffix: str) -> Path:
+        """The default file of ``neurosearch export``."""
+        return self.work_dir / "exports" / f"{self.study}-trial-{number}{suffix}"
+
+
+# --------------------------------------------------------------------------- trained models
+
+
+def save_model(path: Path, model: torch.nn.Module, spec: dict, inputs: InputMeta, v_mean: float,
+               v_std: float) -> None:
+    """Everything needed to run the network again: spec, weights, input layout, voltage scale.
+    Written atomically, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "spec": spec,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "n_inputs": inputs.n_inputs,
+            "groups": list(inputs.groups),
+            "v_mean": v_mean,
+            "v_std": v_std,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The trained network (eval mode, on ``device``) and its saved record (spec, voltage scale)."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    inputs = InputMeta(n_inputs=saved["n_inputs"], groups=tuple(saved["groups"]))
+    model = get_family(saved["spec"]["family"]).build(saved["spec"], inputs)
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), saved
