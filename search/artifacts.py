@@ -261,7 +261,8 @@ def log_study_artifacts(tracker: Tracker, run_id: str, report: StudyReport) -> l
             winner = report.winner
             (folder / WINNER_TEST).write_text(json.dumps(
                 {"trial": winner.trial, "family": winner.family, "depth": winner.depth, "passes": winner.passes,
-                 "validation": {report.metric: winner.value}, "test": winner.test}, indent=2))
+                 "validation": {report.metric: winner.value}, "test": winner.test,
+                 "intervals_95": winner.intervals}, indent=2))
             files.append(folder / WINNER_TEST)
         tracker.log_artifacts(run_id, files)
         return [file.name for file in files]

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from neurosearch.simulators import SimulatorError
@@ -102,6 +103,7 @@ def simulate(config: ConfigOpt = Path("search.toml"), set_: SetOpt = None, progr
     console.print(
         f"dataset {dataset.path}: {len(dataset)} simulations × {dataset.duration_ms} ms, {dataset.n_inputs} inputs"
     )
+    console.print(escape(dataset.rate_summary()))
     speed = dataset.wall_s_per_simulated_s
     if speed:
         console.print(f"NEURON cost: {speed:.2f} wall-seconds per simulated second on one core")

@@ -36,6 +36,9 @@ class StudySection(_Section):
     trials_per_depth: int = Field(2, ge=1)
     seed: int = 0
     skip_deeper_once_passing: bool = True
+    learning_curve: bool = Field(
+        True, description="when a family passes nowhere, measure its best depth's learning curve to say what a pass needs"
+    )
     heartbeat_s: int = Field(10, ge=1)
     grace_s: int = Field(40, ge=2)
     max_retry: int = Field(3, ge=0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,3 +107,45 @@ def describe(curve: LearningCurve) -> str:
     if curve.weak:
         text += f"\n  weak extrapolation: {curve.why_weak}"
     return text
+
+
+def measure(ctx: Any, trial: Any, fractions: tuple[float, ...] = FRACTIONS) -> LearningCurve:
+    """Retrain a finished trial's architecture (same learning rate and seed) on nested
+    parts of the training split; the full-data point is the trial itself. ``ctx`` is the
+    study's ``StudyContext``, ``trial`` a ``FrozenTrial``."""
+    import torch
+
+    from neurosearch.spaces import get_family
+
+    from .data import SplitTensors
+    from .errors import UserError
+    from .metrics import METRICS
+    from .objective import trial_seed
+    from .train import Trainer
+    from .workspace import ATTR_SPEC, ATTR_TRAIN_SECONDS, ATTR_VAL_METRICS
+
+    config = ctx.config
+    metric = config.target.metric
+    higher = METRICS[metric].higher_is_better
+    spec = trial.user_attrs[ATTR_SPEC]
+    seconds_per_sim = ctx.dataset.duration_ms / 1000.0
+    n_train = len(ctx.dataset.indices("train"))
+    curve = LearningCurve(spec["family"], int(spec["depth"]), trial.number, metric, config.target.threshold, [], [])
+    for fraction in fractions:
+        if fraction >= 1.0:
+            n, value = n_train, trial.user_attrs[ATTR_VAL_METRICS][metric]
+        else:
+            n = max(2, round(n_train * fraction))
+            try:
+                part = SplitTensors(ctx.dataset, "train", ctx.device, limit=n)
+            except UserError:  # too few spikes in so small a part: no point there
+                continue
+            torch.manual_seed(trial_seed(config, trial.number))
+            model = get_family(spec["family"]).build(spec, ctx.inputs)
+            trainer = Trainer(model, part, ctx.split("valid"), config.training, trial.params["lr"],
+                              seed=trial_seed(config, trial.number), select=(metric, higher))
+            trainer.fit()
+            value = trainer.best_metrics[metric]
+        curve.train_seconds.append(n * seconds_per_sim)
+        curve.values.append(float(value))
+    return fit(curve, higher, ctx.dataset.wall_s_per_simulated_s, trial.user_attrs.get(ATTR_TRAIN_SECONDS))

@@ -26,9 +26,10 @@ from .config import Config
 from .data import SplitTensors
 from .metrics import METRICS
 from .monitor import SystemMetrics
-from .study import TrialFailed, suggest_slot
+from .confirm import confirmed_passes
+from .study import TrialFailed, TrialSkipped, suggest_slot
 from .tracking import Tracker
-from .train import EpochResult, NonFiniteLoss, Trainer, predict
+from .train import EpochResult, NonFiniteLoss, Trainer
 from .workspace import (
     ATTR_BEST_EPOCH,
     ATTR_DEVICE,
@@ -37,13 +38,11 @@ from .workspace import (
     ATTR_PRUNE_REASON,
     ATTR_REPORTED_DEPTH,
     ATTR_RESUMED_EPOCHS,
-    ATTR_SKIP_REASON,
     ATTR_SPEC,
     ATTR_TRAIN_SECONDS,
     ATTR_VAL_METRICS,
     ATTR_WORKER,
     Workspace,
-    load_model,
     save_model,
 )
 
@@ -96,8 +95,8 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         family_name, depth = suggest_slot(trial, sorted(FAMILIES))
+        _skip_if_shallower_passes(trial, ctx.config, family_name, depth)  # before the sampler draws anything
         lr = trial.suggest_float("lr", *ctx.config.training.learning_rate, log=True)
-        _skip_if_shallower_passes(trial, ctx.config, family_name, depth)
         candidate = _build(trial, ctx, get_family(family_name), depth, lr)
         if on_start is not None:
             on_start(f"trial {trial.number}: {candidate.label}, {candidate.size:,} params")
@@ -130,31 +129,32 @@ def make_objective(
     return objective
 
 
-def passing_depths(study: optuna.Study, family: str, threshold: float, metric: str) -> list[int]:
-    """Depths at which a finished trial of ``family`` meets the target."""
-    rule = METRICS[metric]
-    return [
-        t.params["depth"]
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.params.get("family") == family and t.value is not None and rule.passes(t.value, threshold)
-    ]
-
-
 def _skip_if_shallower_passes(trial: optuna.Trial, config: Config, family: str, depth: int) -> None:
-    """Prune (as skipped) a slot deeper than one its family already passes at."""
+    """Skip a slot deeper than a depth its family has passed at, confirmed on test."""
     if not config.study.skip_deeper_once_passing:
         return
-    passing = passing_depths(trial.study, family, config.target.threshold, config.target.metric)
-    shallower = [d for d in passing if d < depth]
+    shallower = [d for d in confirmed_passes(trial.study, family) if d < depth]
     if shallower:
-        reason = f"{family} already passes at depth {min(shallower)}"
-        trial.set_user_attr(ATTR_SKIP_REASON, reason)
-        raise optuna.TrialPruned(reason)
+        raise TrialSkipped(f"{family} already passes at depth {min(shallower)} (confirmed on the test split)")
+
+
+def trial_seed(config: Config, number: int) -> int:
+    """One seed per trial for the initial weights, window order and dropout: the same
+    study seed and trial number give the same network."""
+    return config.study.seed * 100_003 + number
 
 
 def _build(trial: optuna.Trial, ctx: StudyContext, family: Family, depth: int, lr: float) -> Candidate:
     """Sample the family's architecture at this depth, build it, record what was built and where."""
     spec = family.sample(trial, ctx.config.space(family.name), depth)
+    field = family.receptive_field(spec)
+    burn_in = ctx.config.training.burn_in_ms
+    if field is not None and field > burn_in + 1:
+        raise TrialFailed(
+            f"{family.name} depth {depth} has a {field} ms receptive field but training.burn_in_ms is {burn_in}: "
+            "its first ms would be scored without the history it needs; raise burn_in_ms or narrow the space"
+        )
+    torch.manual_seed(trial_seed(ctx.config, trial.number))  # before build: the initial weights are seeded
     model = family.build(spec, ctx.inputs)
     size = n_params(model)
     trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
@@ -188,7 +188,7 @@ def _trainer(trial: optuna.Trial, ctx: StudyContext, candidate: Candidate) -> Tr
     metric = ctx.config.target.metric
     trainer = Trainer(
         candidate.model, ctx.split("train"), ctx.split("valid"), ctx.config.training, candidate.lr,
-        seed=ctx.config.study.seed * 100_003 + trial.number, checkpoint=ctx.workspace.checkpoint(_stored(trial)),
+        seed=trial_seed(ctx.config, trial.number), checkpoint=ctx.workspace.checkpoint(_stored(trial)),
         select=(metric, METRICS[metric].higher_is_better),
     )
     trial.set_user_attr(ATTR_RESUMED_EPOCHS, trainer.resumed_epochs)
@@ -255,7 +255,3 @@ def _retry_tags(record: FrozenTrial) -> dict[str, Any]:
     return {"retry_of_trial": history[-1], "retry_of_run": record.user_attrs.get(ATTR_MLFLOW_RUN_ID, "")}
 
 
-def confirm_on_test(ctx: StudyContext, number: int) -> dict[str, float]:
-    """Re-evaluate a finished trial's network on the test split, which no trial saw."""
-    model, saved = load_model(ctx.workspace.model(number), ctx.device)
-    return predict(model, ctx.split("test"), ctx.config.training, saved["v_mean"], saved["v_std"]).metrics

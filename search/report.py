@@ -1,6 +1,8 @@
-"""The study's answer with its evidence: per family and depth, the best metric
-reached and the budget spent there; the shallowest depth whose network passes;
-that network's test-split figures.
+"""The study's answer with its evidence: per family and depth, the best validation value
+reached and the budget spent there; the depth's candidate on validation and on the test
+split, each with its 95% interval; the shallowest depth whose test bound clears the
+threshold (docs/DESIGN.md, evaluation protocol); and, where nothing passes, how much
+ground truth a pass would take (the learning curve).
 
 Built from the Optuna storage alone (plus attributes the study recorded), so any
 machine that can reach the database can print it.
@@ -14,15 +16,18 @@ from dataclasses import asdict, dataclass, field
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from .confirm import Confirmation, confirmations
+from .learning_curve import LearningCurve, describe
 from .metrics import METRICS
 from .workspace import (
+    ATTR_LEARNING_CURVE,
     ATTR_N_PARAMS,
     ATTR_SKIP_REASON,
     ATTR_TARGET_METRIC,
     ATTR_TARGET_THRESHOLD,
-    ATTR_TEST_METRICS,
     ATTR_TRAIN_SECONDS,
 )
 
@@ -36,11 +41,14 @@ class DepthRow:
     skipped: int = 0
     failed: int = 0
     pending: int = 0
-    best: float | None = None
+    best: float | None = None  # best validation value of any trial (pruned ones too)
     best_trial: int | None = None
     n_params: int | None = None
     seconds: float = 0.0
-    passes: bool = False
+    candidate: int | None = None  # the trial confirmed on test for this depth
+    valid: list[float] | None = None  # candidate's [value, low, high] on validation
+    test: list[float] | None = None  # candidate's [value, low, high] on test
+    passes: bool = False  # the test interval's pessimistic end clears the threshold
 
 
 @dataclass
@@ -48,10 +56,11 @@ class Winner:
     trial: int
     family: str
     depth: int
-    value: float
+    value: float  # validation value of the target metric
     n_params: int | None
     passes: bool
-    test: dict[str, float] | None = None
+    test: dict[str, float] | None = None  # every metric on the test split
+    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # {split: {metric: [low, high]}}
 
 
 @dataclass
@@ -63,6 +72,7 @@ class StudyReport:
     shallowest: dict[str, int | None]
     winner: Winner | None
     trials: dict[str, int] = field(default_factory=dict)
+    learning_curves: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -77,8 +87,8 @@ def _best_value(trial: FrozenTrial, higher: bool) -> float | None:
     return max(values) if higher else min(values)
 
 
-def test_attr(number: int) -> str:
-    return f"{ATTR_TEST_METRICS}:{number}"
+def learning_curve_key(family: str, depth: int) -> str:
+    return f"{ATTR_LEARNING_CURVE}:{family}:{depth}"
 
 
 def build_report(study: optuna.Study) -> StudyReport:
@@ -94,64 +104,85 @@ def build_report(study: optuna.Study) -> StudyReport:
         key = (t.params["family"], t.params["depth"])
         row = rows.setdefault(key, DepthRow(*key))
         row.seconds += float(t.user_attrs.get(ATTR_TRAIN_SECONDS, 0.0))
-        if t.state == TrialState.WAITING or t.state == TrialState.RUNNING:
+        if t.state in (TrialState.WAITING, TrialState.RUNNING):
             row.pending += 1
+            continue
+        if ATTR_SKIP_REASON in t.user_attrs and t.state != TrialState.COMPLETE:
+            row.skipped += 1
             continue
         if t.state == TrialState.FAIL:
             row.failed += 1
-            continue
-        if ATTR_SKIP_REASON in t.user_attrs:
-            row.skipped += 1
             continue
         row.complete += t.state == TrialState.COMPLETE
         row.pruned += t.state == TrialState.PRUNED
         value = _best_value(t, metric.higher_is_better)
         if value is not None and (row.best is None or metric.better(value, row.best)):
             row.best, row.best_trial, row.n_params = value, t.number, t.user_attrs.get(ATTR_N_PARAMS)
-        if t.state == TrialState.COMPLETE and t.value is not None and metric.passes(t.value, threshold):
-            row.passes = True
+    confirmed = confirmations(study)
+    for key, record in confirmed.items():
+        row = rows.get(key)
+        if row is not None and metric_name in record.test:
+            row.candidate, row.passes = record.trial, record.passes
+            row.valid, row.test = record.valid[metric_name], record.test[metric_name]
     ordered = sorted(rows.values(), key=lambda r: (r.family, r.depth))
     shallowest: dict[str, int | None] = {}
     for row in ordered:
         shallowest.setdefault(row.family, None)
         if row.passes and shallowest[row.family] is None:
             shallowest[row.family] = row.depth
+    curves = [v for k, v in sorted(attrs.items()) if k.startswith(f"{ATTR_LEARNING_CURVE}:") and isinstance(v, dict)]
     return StudyReport(
         study=study.study_name,
         metric=metric_name,
         threshold=threshold,
         rows=ordered,
         shallowest=shallowest,
-        winner=_winner(trials, metric_name, threshold, attrs),
+        winner=_winner(trials, metric_name, confirmed),
         trials={k: v for k, v in counts.items() if v},
+        learning_curves=curves,
     )
 
 
-def _winner(trials: list[FrozenTrial], metric_name: str, threshold: float, attrs: dict) -> Winner | None:
-    """Shallowest passing network (ties: better metric); else the best network overall."""
+def _winner(trials: list[FrozenTrial], metric_name: str, confirmed: dict[tuple[str, int], Confirmation]) -> Winner | None:
+    """The shallowest depth's candidate that passed on test (ties: better validation value);
+    else the confirmed candidate with the best validation value; else, before any
+    confirmation, the best finished trial (no test figures yet)."""
     metric = METRICS[metric_name]
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and t.value == t.value]
-    if not done:
-        return None
-    passing = [t for t in done if metric.passes(t.value, threshold)]
     sign = 1.0 if metric.higher_is_better else -1.0
+    by_number = {t.number: t for t in trials}
+    records = [c for c in confirmed.values() if c.trial in by_number and metric_name in c.valid]
+    passing = [c for c in records if c.passes]
     if passing:
-        best = min(passing, key=lambda t: (t.params["depth"], -sign * t.value))
+        best = min(passing, key=lambda c: (c.depth, -sign * c.valid[metric_name][0]))
+    elif records:
+        best = max(records, key=lambda c: sign * c.valid[metric_name][0])
     else:
-        best = max(done, key=lambda t: sign * t.value)
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and t.value == t.value]
+        if not done:
+            return None
+        t = max(done, key=lambda t: sign * t.value)
+        return Winner(trial=t.number, family=t.params["family"], depth=t.params["depth"], value=float(t.value),
+                      n_params=t.user_attrs.get(ATTR_N_PARAMS), passes=False)
+    trial = by_number[best.trial]
     return Winner(
-        trial=best.number,
-        family=best.params["family"],
-        depth=best.params["depth"],
-        value=float(best.value),
-        n_params=best.user_attrs.get(ATTR_N_PARAMS),
-        passes=bool(passing),
-        test=attrs.get(test_attr(best.number)),
+        trial=best.trial,
+        family=best.family,
+        depth=best.depth,
+        value=float(best.valid[metric_name][0]),
+        n_params=trial.user_attrs.get(ATTR_N_PARAMS),
+        passes=best.passes,
+        test={k: v[0] for k, v in best.test.items()},
+        intervals={"valid": {k: v[1:] for k, v in best.valid.items()}, "test": {k: v[1:] for k, v in best.test.items()}},
     )
 
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
+
+
+def _fmt_interval(figure: list[float] | None) -> str:
+    """value [low, high]"""
+    return "—" if not figure else f"{figure[0]:.4f} [{figure[1]:.4f}, {figure[2]:.4f}]"
 
 
 def frontier_table(report: StudyReport, families: list[str]) -> Table:
@@ -173,17 +204,23 @@ def frontier_table(report: StudyReport, families: list[str]) -> Table:
 def render(report: StudyReport, console: Console) -> None:
     metric = METRICS[report.metric]
     op = "≥" if metric.higher_is_better else "≤"
-    table = Table(title=f"study {report.study}: best validation {report.metric} per depth (target {op} {report.threshold})")
-    for column in ("family", "depth", f"best {report.metric}", "trial", "params", "trials c/p/s/f/w", "train s", "passes"):
+    bound = "lower" if metric.higher_is_better else "upper"
+    table = Table(title=f"study {escape(report.study)}: {report.metric} per depth (a depth passes when its test "
+                        f"95% {bound} bound {op} {report.threshold})")
+    columns = ("family", "depth", "best valid", "candidate: valid [95% CI]", "test [95% CI]", "trial", "params",
+               "trials c/p/s/f/w", "train s", "passes")
+    for column in columns:
         table.add_column(column, justify="left" if column == "family" else "right")
     for row in report.rows:
         table.add_row(
-            row.family, str(row.depth), _fmt(row.best), "—" if row.best_trial is None else str(row.best_trial),
+            row.family, str(row.depth), _fmt(row.best), _fmt_interval(row.valid), _fmt_interval(row.test),
+            "—" if row.candidate is None else str(row.candidate),
             "—" if row.n_params is None else f"{row.n_params:,}",
             f"{row.complete}/{row.pruned}/{row.skipped}/{row.failed}/{row.pending}", f"{row.seconds:.0f}",
-            "[green]yes[/green]" if row.passes else "no",
+            "[green]yes[/green]" if row.passes else ("no" if row.test else "—"),
         )
-    table.caption = "trials: complete / pruned / skipped (a shallower depth passed) / failed / waiting or running"
+    table.caption = ("trials: complete / pruned / skipped (a shallower depth passed) / failed / waiting or running; "
+                     "the candidate is the depth's best trial on validation, scored once on the test split")
     console.print(table)
     families = list(report.shallowest)
     if len(families) > 1:
@@ -209,7 +246,13 @@ def render(report: StudyReport, console: Console) -> None:
         f"{winner.n_params or 0:,} params, validation {report.metric} {winner.value:.4f}"
     )
     if winner.test:
-        figures = ", ".join(f"{k} {v:.4f}" for k, v in winner.test.items())
-        console.print(f"  on the test split (seen by no trial): {figures}")
+        test_iv = winner.intervals.get("test", {})
+        figures = ", ".join(
+            f"{k} {v:.4f}" + (f" [{test_iv[k][0]:.4f}, {test_iv[k][1]:.4f}]" if k in test_iv else "")
+            for k, v in winner.test.items()
+        )
+        console.print(f"  on the test split (seen by no trial; 95% intervals over simulations): {figures}")
     else:
         console.print("  test split: not evaluated yet (run `neurosearch run` or `neurosearch report` with the config)")
+    for record in report.learning_curves:
+        console.print(escape(describe(LearningCurve(**record))))

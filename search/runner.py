@@ -1,4 +1,5 @@
-"""`neurosearch run` end to end: dataset → study → trials → test confirmation → report.
+"""`neurosearch run` end to end: dataset → study → trials → test confirmation per depth →
+learning curve where nothing passes → report.
 
 Creating and resuming are the same call: the dataset comes from its cache, the
 study from its storage, and only the planned trials not yet finished are run.
@@ -20,8 +21,11 @@ from neurosearch.simulators import Dataset, generate
 from .artifacts import log_study
 from .config import Config
 from .errors import mask_url
-from .objective import StudyContext, confirm_on_test, make_objective
-from .report import StudyReport, build_report, render, test_attr
+from .metrics import METRICS
+from . import learning_curve
+from .confirm import confirm_depth, confirmations, depth_finished
+from .objective import StudyContext, make_objective
+from .report import StudyReport, build_report, learning_curve_key, render
 from .study import enqueue_plan, open_study, record_study_attrs, run_worker
 from .tracking import Tracker
 from .train import resolve_device
@@ -104,6 +108,7 @@ def run(config: Config, console: Console, progress: bool = True) -> StudyReport:
 
         def on_done(trial: FrozenTrial) -> None:
             bar.update(trials_task, completed=len(study.get_trials(deepcopy=False, states=finished)))
+            _confirm_if_finished(study, ctx, trial, bar.console)
             value = "—" if trial.value is None else f"{trial.value:.4f}"
             # a retry inherits its dead attempt's user attrs: show a reason only for its own state
             reason = {
@@ -124,29 +129,83 @@ def run(config: Config, console: Console, progress: bool = True) -> StudyReport:
 
         objective = make_objective(ctx, on_step=on_step, on_start=on_start)
         run_worker(study, objective, poll_s=min(5.0, config.study.heartbeat_s), on_wait=on_wait, on_done=on_done)
-    report = confirm_winner(study, ctx)
+    report = conclude(study, ctx, console)
     render(report, console)
     return report
 
 
-def confirm_winner(study: optuna.Study, ctx: StudyContext) -> StudyReport:
-    """Evaluate the report's winner on the test split once, and log it on the study run."""
+def _confirm_if_finished(study: optuna.Study, ctx: StudyContext, trial: FrozenTrial, console: Console) -> None:
+    """Once the last planned trial of a depth has finished, score the depth's candidate on
+    test: a confirmed pass is what lets deeper slots of the family be skipped."""
+    family, depth = trial.params.get("family"), trial.params.get("depth")
+    if family is None or not depth_finished(study, family, depth):
+        return
+    record = confirm_depth(ctx, study, family, depth)
+    if record is not None:
+        metric = ctx.config.target.metric
+        value, low, high = record.test[metric]
+        console.print(f"{family} depth {depth}: candidate trial {record.trial} on the test split {metric} "
+                      f"{value:.4f} [{low:.4f}, {high:.4f}] → {'passes' if record.passes else 'does not pass'}")
+
+
+def conclude(study: optuna.Study, ctx: StudyContext, console: Console | None = None) -> StudyReport:
+    """Confirm every finished depth not confirmed yet, measure the learning curve of each
+    family that passes nowhere (``study.learning_curve``), and log the answer on the
+    study run."""
+    slots = {(t.params["family"], t.params["depth"]) for t in study.get_trials(deepcopy=False) if "family" in t.params}
+    for family, depth in sorted(slots):
+        if depth_finished(study, family, depth):
+            confirm_depth(ctx, study, family, depth)
+    if ctx.config.study.learning_curve:
+        _learning_curves(study, ctx, console)
     report = build_report(study)
+    metric = ctx.config.target.metric
+    figures: dict[str, float] = {}
+    for row in report.rows:
+        if row.best is not None:
+            figures[f"best_{row.family}_depth{row.depth}"] = row.best
+        for split, figure in (("valid", row.valid), ("test", row.test)):
+            if figure:
+                for suffix, value in zip(("", "_low", "_high"), figure):
+                    figures[f"{split}_{metric}_{row.family}_depth{row.depth}{suffix}"] = value
+    ctx.tracker.log_metrics(ctx.parent_run_id, figures)
     winner = report.winner
-    if winner is not None and winner.test is None and ctx.workspace.model(winner.trial).exists():
-        winner.test = confirm_on_test(ctx, winner.trial)
-        study.set_user_attr(test_attr(winner.trial), winner.test)
-        ctx.tracker.log_metrics(ctx.parent_run_id, {f"test_{k}": v for k, v in winner.test.items()})
+    if winner is not None and winner.test:
+        test_iv = winner.intervals.get("test", {})
+        ctx.tracker.log_metrics(ctx.parent_run_id, {
+            **{f"test_{k}": v for k, v in winner.test.items()},
+            **{f"test_{k}_low": iv[0] for k, iv in test_iv.items()},
+            **{f"test_{k}_high": iv[1] for k, iv in test_iv.items()},
+        })
         ctx.tracker.set_tags(
             ctx.parent_run_id,
             {"winner_trial": winner.trial, "winner_family": winner.family, "winner_depth": winner.depth,
              "winner_passes": winner.passes},
         )
-    ctx.tracker.log_metrics(
-        ctx.parent_run_id,
-        {f"best_{row.family}_depth{row.depth}": row.best for row in report.rows if row.best is not None},
-    )
     # frontier plot, summary table, winner's test metrics, winner in the model registry (never raises)
     log_study(ctx.tracker, ctx.parent_run_id, report, study,
               ctx.workspace.model(winner.trial) if winner is not None else None, ctx.dataset.duration_ms)
     return report
+
+
+def _learning_curves(study: optuna.Study, ctx: StudyContext, console: Console | None) -> None:
+    """For each family with no confirmed pass: its best confirmed depth's learning curve."""
+    confirmed = confirmations(study)
+    metric = ctx.config.target.metric
+    sign = 1.0 if METRICS[metric].higher_is_better else -1.0
+    for family in ctx.config.study.families:
+        records = [c for (fam, _), c in confirmed.items() if fam == family and metric in c.valid]
+        if not records or any(c.passes for c in records):
+            continue
+        best = max(records, key=lambda c: sign * c.valid[metric][0])
+        key = learning_curve_key(family, best.depth)
+        stored = study.user_attrs.get(key)
+        if isinstance(stored, dict) and stored.get("trial") == best.trial:
+            continue
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == best.trial)
+        if console is not None:
+            console.print(f"{family}: no depth passes; measuring depth {best.depth}'s learning curve "
+                          f"(trial {best.trial} retrained on 1/8, 1/4 and 1/2 of the training split)")
+        curve = learning_curve.measure(ctx, trial)
+        study.set_user_attr(key, curve.to_dict())
+

@@ -11,6 +11,9 @@ re-enqueued by ``RetryHeartbeatStaleTrialCallback``; a Ctrl-C re-enqueues at onc
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import zlib
 import threading
 import time
 from typing import Any, Callable
@@ -102,10 +105,16 @@ class DepthMedianPruner(BasePruner):
         return self.sign * current < self.sign * float(np.median(peers))
 
 
+def worker_seed(seed: int) -> int:
+    """A sampler seed for this process: the study seed mixed with host and process id."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(socket.gethostname().encode()), os.getpid()])
+               .generate_state(1)[0])
+
+
 def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any]) -> tuple[optuna.Study, bool]:
     """Create the study, or join it if it exists; returns (study, created_here)."""
     metric = METRICS[config.target.metric]
-    sampler = optuna.samplers.TPESampler(seed=config.study.seed, n_startup_trials=4)
+    sampler = optuna.samplers.TPESampler(seed=config.study.seed, n_startup_trials=4)  # the creator's
     pruner: BasePruner = (
         DepthMedianPruner(config.training.prune_warmup_epochs, metric.higher_is_better)
         if config.training.pruning == "depth-median"
@@ -120,6 +129,9 @@ def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=config.study.name, storage=storage, sampler=sampler, pruner=pruner)
         created = False
+        # A worker joining (or resuming) a study draws with its own seed: workers seeded
+        # alike would suggest the same architectures from the same history.
+        study.sampler = optuna.samplers.TPESampler(seed=worker_seed(config.study.seed), n_startup_trials=4)
         if study.direction.name.lower() != direction:
             raise UserError(
                 f"study {config.study.name!r} optimises {study.direction.name.lower()}, but target.metric "
@@ -220,6 +232,12 @@ class TrialFailed(Exception):
     """The trial cannot finish (e.g. out of memory); recorded as FAIL with this reason."""
 
 
+class TrialSkipped(Exception):
+    """The slot need not run (a shallower depth of its family passed on test). Stored as
+    FAIL with ``ATTR_SKIP_REASON`` rather than PRUNED: the sampler ignores failed trials,
+    while a pruned one would teach it that the values it drew are bad."""
+
+
 Objective = Callable[[optuna.Trial], float]
 
 
@@ -255,6 +273,9 @@ def run_worker(
                 frozen = study.tell(trial, state=TrialState.PRUNED)
             except TrialFailed as exc:
                 trial.set_user_attr(ATTR_FAIL_REASON, str(exc))
+                frozen = study.tell(trial, state=TrialState.FAIL)
+            except TrialSkipped as exc:
+                trial.set_user_attr(ATTR_SKIP_REASON, str(exc))
                 frozen = study.tell(trial, state=TrialState.FAIL)
             except (optuna.exceptions.StorageInternalError, SQLAlchemyError):
                 raise  # the database stayed away past reconnect_s: the heartbeat will hand the trial on

@@ -43,8 +43,6 @@ ATTR_PLANNED_TRIALS = "planned_trials"
 ATTR_MLFLOW_RUN_ID = "mlflow_run_id"
 #: study: the winner in the model registry ({name, version, trial})
 ATTR_REGISTERED_MODEL = "registered_model"
-#: study: prefix of "test_metrics:<trial>", a trial's test-split metrics
-ATTR_TEST_METRICS = "test_metrics"
 #: trial: who trained it ("host:pid"), on which device, for how long
 ATTR_WORKER = "worker"
 ATTR_DEVICE = "device"
@@ -62,6 +60,11 @@ ATTR_VAL_METRICS = "val_metrics"
 ATTR_SKIP_REASON = "skip_reason"
 ATTR_PRUNE_REASON = "prune_reason"
 ATTR_FAIL_REASON = "fail_reason"
+#: study: prefix of "confirmation:<family>:<depth>", a depth's candidate scored on
+#: validation and test with 95% intervals, and whether it passes (search/confirm.py)
+ATTR_CONFIRMATION = "confirmation"
+#: study: prefix of "learning_curve:<family>:<depth>", its fitted learning curve
+ATTR_LEARNING_CURVE = "learning_curve"
 #: trial system attribute written by Optuna's ``enqueue_trial``: the slot's fixed params
 OPTUNA_FIXED_PARAMS = "fixed_params"
 

@@ -31,16 +31,19 @@ class TCNSpace(SpaceBase):
 
     The published 7 x 128 network is the user space ``depths = [7]``, ``widths = [128]``,
     ``first_kernel = [54, 54]``, ``kernel = [24, 24]``, ``dilation_growth = [1]``,
-    ``residual = [false]``, ``norm = ["batch"]``, ``activation = ["relu"]``.
+    ``residual = [false]``, ``norm = ["batch"]``, ``activation = ["relu"]`` (with
+    ``training.burn_in_ms >= 192``, its receptive field). The defaults keep every receptive
+    field up to depth 4 within the default 100 ms burn-in (40 + 6 × (1 + 2 + 4) = 82 ms):
+    a network must not be scored on milliseconds for which it has no history.
     """
 
     depths: list[int] = [1, 2, 3, 4]
     #: channels of every hidden layer
     widths: Annotated[list[PositiveInt], Choices] = [16, 32, 64]
     #: kernel (ms) of the first layer, which sees the synapses
-    first_kernel: IntRange = (15, 50)
+    first_kernel: IntRange = (10, 40)
     #: kernel of every later layer
-    kernel: IntRange = (3, 15)
+    kernel: IntRange = (3, 7)
     #: dilations of the later layers: growth**0, growth**1, ... (1 = undilated)
     dilation_growth: Annotated[list[PositiveInt], Choices] = [1, 2]
     residual: Annotated[list[bool], Choices] = [False, True]

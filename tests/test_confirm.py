@@ -1,0 +1,98 @@
+"""A pass is decided on test with confidence, never on validation alone.
+
+Real pieces throughout: a tiny NEURON dataset, a saved (untrained) network, an Optuna
+study in SQLite whose trial claims a near-perfect validation value. That claim must not
+make the depth pass, must not let deeper slots be skipped, and must not make the trial
+the report's passing winner; a threshold the test bound does clear must do all three.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import FloatDistribution, IntDistribution, CategoricalDistribution
+
+from neurosearch.search.config import load_config
+from neurosearch.search.confirm import confirm_depth, confirmed_passes
+from neurosearch.search.objective import StudyContext, _skip_if_shallower_passes
+from neurosearch.search.report import build_report
+from neurosearch.search.study import TrialSkipped
+from neurosearch.search.workspace import (
+    ATTR_N_PARAMS,
+    ATTR_SPEC,
+    ATTR_TARGET_METRIC,
+    ATTR_TARGET_THRESHOLD,
+    Workspace,
+    save_model,
+)
+from neurosearch.simulators import generate
+from neurosearch.spaces import get_family
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, tiny_toml) -> dict:
+    root = tmp_path_factory.mktemp("confirm")
+    (root / "search.toml").write_text(tiny_toml(name="confirm"))
+    config = load_config(root / "search.toml")
+    dataset = generate(config.simulator, Workspace.of(config).datasets, progress=False)
+    ctx = StudyContext(config, dataset, torch.device("cpu"), tracker=None, parent_run_id="")
+    spec = {"family": "tcn", "depth": 1, "width": 8, "kernels": [10], "dilations": [1], "residual": False,
+            "norm": "none", "activation": "relu"}
+    torch.manual_seed(0)
+    model = get_family("tcn").build(spec, ctx.inputs)  # untrained: far below 0.99 on any split
+    save_model(ctx.workspace.model(0), model, spec, ctx.inputs, -65.0, 5.0)
+    return {"root": root, "ctx": ctx, "spec": spec}
+
+
+def _study(ctx: StudyContext, threshold: float) -> optuna.Study:
+    study = optuna.create_study(storage=f"sqlite:///{ctx.config.study.work_dir}/s{threshold}.db", direction="maximize")
+    study.set_user_attr(ATTR_TARGET_METRIC, "spike_auc")
+    study.set_user_attr(ATTR_TARGET_THRESHOLD, threshold)
+    study.add_trial(optuna.trial.create_trial(
+        params={"family": "tcn", "depth": 1, "repeat": 0, "lr": 1e-3},
+        distributions={"family": CategoricalDistribution(["tcn"]), "depth": IntDistribution(1, 64),
+                       "repeat": IntDistribution(0, 10_000), "lr": FloatDistribution(1e-4, 1e-1, log=True)},
+        value=0.999,  # what validation claims (best epoch of the best trial: optimistic)
+        user_attrs={ATTR_SPEC: {}, ATTR_N_PARAMS: 1},
+    ))
+    return study
+
+
+def _deeper_slot(study: optuna.Study) -> optuna.Trial:
+    study.enqueue_trial({"family": "tcn", "depth": 2, "repeat": 0})
+    return study.ask()
+
+
+def test_a_depth_does_not_pass_on_validation_alone(setup) -> None:
+    ctx = setup["ctx"]
+    ctx.config.target.threshold = 0.99
+    ctx.config.study.skip_deeper_once_passing = True
+    study = _study(ctx, 0.99)
+    record = confirm_depth(ctx, study, "tcn", 1)
+    assert record is not None and record.trial == 0 and record.n_test == len(ctx.dataset.indices("test"))
+    value, low, high = record.test["spike_auc"]
+    assert low <= value <= high < 0.99 and not record.passes
+    assert set(record.test) >= {"spike_auc", "spike_tpr", "voltage_rmse", "voltage_ev", "voltage_ev_calibrated"}
+    report = build_report(study)
+    row = report.rows[0]
+    assert row.best == 0.999 and not row.passes and row.test == record.test["spike_auc"]
+    assert report.shallowest == {"tcn": None} and not report.winner.passes
+    assert confirmed_passes(study, "tcn") == []
+    _skip_if_shallower_passes(_deeper_slot(study), ctx.config, "tcn", 2)  # does not skip
+
+
+def test_a_test_bound_that_clears_the_threshold_passes_and_skips_deeper(setup) -> None:
+    ctx = setup["ctx"]
+    ctx.config.target.threshold = 0.05  # any network clears it, with room to spare
+    ctx.config.study.skip_deeper_once_passing = True
+    study = _study(ctx, 0.05)
+    record = confirm_depth(ctx, study, "tcn", 1)
+    assert record.passes and record.test["spike_auc"][1] >= 0.05
+    report = build_report(study)
+    assert report.shallowest == {"tcn": 1} and report.winner.passes and report.winner.trial == 0
+    assert report.winner.intervals["test"]["spike_auc"][0] == record.test["spike_auc"][1]
+    with pytest.raises(TrialSkipped, match="already passes at depth 1"):
+        _skip_if_shallower_passes(_deeper_slot(study), ctx.config, "tcn", 2)
