@@ -104,7 +104,7 @@ class TrainingSection(_Section):
     burn_in_ms: int = Field(100, ge=0)
     learning_rate: tuple[float, float] = (1e-3, 1e-2)
     weight_decay: float = Field(0.01, ge=0, description="AdamW's decoupled weight decay")
-    schedule: Literal["one-cycle", "constant"] = "one-cycle"
+    schedule: Literal["constant", "one-cycle"] = "constant"
     patience: int = Field(3, ge=1, description="epochs without a better validation value before a trial stops")
     voltage_weight: float = Field(0.2, ge=0)
     device: str = "auto"
