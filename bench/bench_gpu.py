@@ -43,7 +43,8 @@ except ImportError:
 from neurosearch.search.config import TrainingSection  # noqa: E402
 from neurosearch.search.data import SplitTensors  # noqa: E402
 from neurosearch.search.train import Trainer, resolve_device  # noqa: E402
-from neurosearch.spaces import InputMeta, get_family, n_params  # noqa: E402
+from neurosearch.spaces import InputMeta, get_family, n_params
+from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)  # noqa: E402
 
 REFERENCE = {"family": "tcn", "depth": 7, "width": 128, "kernels": [54] + [24] * 6, "dilations": [1] * 7,
              "residual": False, "norm": "batch", "activation": "relu"}
@@ -63,37 +64,6 @@ def reference_elm_forward() -> Callable:
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass
-class FakeSimulation:
-    input_index: np.ndarray
-    input_time: np.ndarray
-    voltage: np.ndarray
-    output_spikes: np.ndarray
-
-
-class SyntheticDataset:
-    """Poisson inputs (``rate_hz`` per input, 5 Hz = 0.5% of 1 ms bins), ~1% spike bins;
-    duck-types simulators.Dataset for SplitTensors."""
-
-    def __init__(self, n_inputs: int, n_sims: int, duration_ms: int, rate_hz: float = 5.0, seed: int = 0) -> None:
-        self.n_inputs, self.duration_ms, self.path = n_inputs, duration_ms, Path("synthetic")
-        rng = np.random.default_rng(seed)
-        self.sims = []
-        for _ in range(n_sims):
-            n = rng.poisson(n_inputs * duration_ms * rate_hz / 1000)
-            idx = rng.integers(0, n_inputs, n).astype(np.int32)
-            t = rng.integers(0, duration_ms, n).astype(np.int32)
-            v = (-70 + rng.normal(0, 3, duration_ms)).astype(np.float32)
-            spikes = np.sort(rng.choice(duration_ms, max(1, duration_ms // 100), replace=False)).astype(np.int32)
-            self.sims.append(FakeSimulation(idx, t, v, spikes))
-
-    def indices(self, split: str) -> list[int]:
-        return list(range(len(self.sims)))
-
-    def load(self, i: int) -> FakeSimulation:
-        return self.sims[i]
 
 
 # --------------------------------------------------------------------------- timing
@@ -153,7 +123,7 @@ def train_throughput(spec: dict, n_inputs: int, mode: str, sizes: Sizes, device:
                      graph: bool = False, compile_model: bool = False, forward: Callable | None = None,
                      iters: int | None = None) -> tuple[float, int]:
     """Simulated ms per second of the Trainer's step (sample, loss, backward, Adam)."""
-    data = SplitTensors(SyntheticDataset(n_inputs, 8, max(sizes.window * 2, 2000)), "train", device)
+    data = SplitTensors(SyntheticDataset(n_inputs, 8, max(sizes.window * 2, 2000), spike_every=100), "train", device)
     settings = TrainingSection(epochs=1, steps_per_epoch=1, batch_size=sizes.batch, window_ms=sizes.window,
                                burn_in_ms=min(100, sizes.window // 2), amp="bf16" if mode == "bf16" else "off")
     torch.manual_seed(0)
@@ -183,7 +153,7 @@ def train_throughput(spec: dict, n_inputs: int, mode: str, sizes: Sizes, device:
 
 def sample_only(n_inputs: int, sizes: Sizes, device: torch.device) -> float:
     """Seconds per SplitTensors.sample (the densify step alone)."""
-    data = SplitTensors(SyntheticDataset(n_inputs, 8, max(sizes.window * 2, 2000)), "train", device)
+    data = SplitTensors(SyntheticDataset(n_inputs, 8, max(sizes.window * 2, 2000), spike_every=100), "train", device)
     gen = torch.Generator(device=device)
     gen.manual_seed(0)
     return timed(lambda: data.sample(sizes.batch, sizes.window, gen), device, sizes.warmup, sizes.iters, sizes.repeats)

@@ -27,8 +27,8 @@ import optuna
 import torch
 
 from neurosearch.search.config import load_config
-from neurosearch.search.objective import load_model
 from neurosearch.search.train import resolve_device
+from neurosearch.search.workspace import Workspace, load_model, load_study
 from neurosearch.simulators import Dataset
 from neurosearch.spaces import InputMeta, get_family, n_params
 
@@ -39,11 +39,11 @@ REFERENCE = {"family": "tcn", "depth": 7, "width": 128, "kernels": [54] + [24] *
 
 def best_per_family(config) -> dict[str, tuple[int, float, Path]]:
     """family -> (trial, validation metric, model file) of the study's best finished trial."""
-    study = optuna.load_study(study_name=config.study.name, storage=config.study.storage)
-    models = config.study.work_dir / "studies" / config.study.name / "models"
+    study = load_study(config.study.storage, config.study.name)
+    workspace = Workspace.of(config)
     best: dict[str, tuple[int, float, Path]] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        path = models / f"trial-{t.number}.pt"
+        path = workspace.model(t.number)
         family = t.params["family"]
         if path.exists() and t.value == t.value and (family not in best or t.value > best[family][1]):
             best[family] = (t.number, t.value, path)

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,41 +26,12 @@ from neurosearch.search.config import TrainingSection
 from neurosearch.search.data import SplitTensors
 from neurosearch.search.train import Trainer, predict, resolve_device
 from neurosearch.spaces import InputMeta, get_family, n_params
+from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 REFERENCE = {"family": "tcn", "depth": 7, "width": 128, "kernels": [54] + [24] * 6, "dilations": [1] * 7,
              "residual": False, "norm": "batch", "activation": "relu"}
-
-
-@dataclass
-class FakeSimulation:
-    input_index: np.ndarray
-    input_time: np.ndarray
-    voltage: np.ndarray
-    output_spikes: np.ndarray
-
-
-class SyntheticDataset:
-    """Poisson inputs at ``rate_hz`` per input; duck-types simulators.Dataset for SplitTensors."""
-
-    def __init__(self, n_inputs: int, n_sims: int, duration_ms: int, rate_hz: float = 5.0, seed: int = 0) -> None:
-        self.n_inputs, self.duration_ms, self.path = n_inputs, duration_ms, Path("synthetic")
-        rng = np.random.default_rng(seed)
-        self.sims = []
-        for _ in range(n_sims):
-            n = rng.poisson(n_inputs * duration_ms * rate_hz / 1000)
-            idx = rng.integers(0, n_inputs, n).astype(np.int32)
-            t = rng.integers(0, duration_ms, n).astype(np.int32)
-            v = (-70 + rng.normal(0, 3, duration_ms)).astype(np.float32)
-            spikes = np.sort(rng.choice(duration_ms, max(1, duration_ms // 200), replace=False)).astype(np.int32)
-            self.sims.append(FakeSimulation(idx, t, v, spikes))
-
-    def indices(self, split: str) -> list[int]:
-        return list(range(len(self.sims)))
-
-    def load(self, i: int) -> FakeSimulation:
-        return self.sims[i]
 
 
 def spec_from_space(depth: int, width: int, first: int, kernel: int) -> dict:

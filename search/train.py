@@ -49,7 +49,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(settings: TrainingSection, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast only when asked: for these convolutions TF32 measures faster (DESIGN.md)."""
+    """bf16 autocast only when asked: for these convolutions TF32 measures faster (docs/DESIGN.md)."""
     if settings.amp == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -77,14 +77,14 @@ class Prediction:
 class Trainer:
     """AdamW on BCE(spike) + w·MSE(standardised clipped voltage), loss after a burn-in.
 
-    The recipe is the one that generalised in measurements on held-out simulations
-    (constant-rate Adam peaked at epoch 2 and then overfitted): decoupled weight decay,
-    a one-cycle schedule (warm-up, then annealing; the warm-up is what keeps deeper
-    networks from diverging at a learning rate that suits shallow ones), gradient
-    clipping, and early stopping once validation has not improved for ``patience``
-    epochs. An epoch is one pass over the training split's scored milliseconds unless
-    ``steps_per_epoch`` says otherwise, so a larger dataset means more steps, not
-    fewer passes."""
+    Measured on held-out simulations of the calibrated data (bench/RESULTS.md): the
+    networks overfit within a few hundred steps, so a trial keeps its best validation
+    epoch and stops once validation has not improved for ``patience`` epochs; gradient
+    clipping keeps deep networks from diverging at a learning rate that suits shallow
+    ones. A one-cycle schedule is available (``schedule``) but annealed into more
+    overfitting here than a constant rate did. An epoch is one pass over the training
+    split's scored milliseconds unless ``steps_per_epoch`` says otherwise, so a larger
+    dataset means more steps, not fewer passes."""
 
     def __init__(
         self,

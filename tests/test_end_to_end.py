@@ -356,7 +356,7 @@ def test_export_mistakes_are_one_line_errors(finished, tmp_path: Path) -> None:
 
 def test_ctrl_c_mid_trial_then_resume(tmp_path: Path, tiny_toml) -> None:
     (tmp_path / "search.toml").write_text(
-        tiny_toml(epochs=4, steps_per_epoch=25)
+        tiny_toml(epochs=5, steps_per_epoch=40)  # long enough to be caught mid-trial on a loaded machine
     )
     storage = f"sqlite:///{tmp_path}/state/optuna.db"
     proc = subprocess.Popen(
@@ -365,7 +365,7 @@ def test_ctrl_c_mid_trial_then_resume(tmp_path: Path, tiny_toml) -> None:
     )
     deadline = time.time() + 600
     while time.time() < deadline:  # wait until the first trial has finished an epoch (and checkpointed it)
-        time.sleep(1)
+        time.sleep(0.25)
         try:
             trials = optuna.load_study(study_name="tiny", storage=storage).trials
         except (KeyError, Exception):

@@ -347,6 +347,8 @@ def test_custom_model_end_to_end(custom_files: dict[str, Path], tmp_path: Path) 
         duration_ms=500,
         discard_ms=100,
         processes=1,
+        split=(0.34, 0.33, 0.33),
+        stimulus={"rate_scale": (1.0, 2.0)},  # given: this test is about the builder, not the calibration
     )
     ds = generate(spec, tmp_path / "data", progress=False)
     assert ds.generated == [0, 1, 2]
@@ -382,6 +384,7 @@ def test_custom_builder_errors(custom_files: dict[str, Path], tmp_path: Path) ->
         duration_ms=300,
         discard_ms=100,
         processes=1,
+        split=(0.34, 0.33, 0.33),
     )
     with pytest.raises(SimulatorError, match="returned int, expected .*CellModel"):  # raised in a worker
         generate(wrong, tmp_path / "data", progress=False)
