@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .metrics import METRICS, Scorer
 from .train import predict
-from .workspace import ATTR_CONFIRMATION, ATTR_SKIP_REASON, load_model
+from .workspace import ATTR_CONFIRMATION, ATTR_SKIP_REASON, OPTUNA_FIXED_PARAMS, load_model
 
 UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
 
@@ -66,7 +66,9 @@ def confirmed_passes(study: optuna.Study, family: str) -> list[int]:
 
 
 def _slot(trial: FrozenTrial) -> tuple[Any, Any]:
-    return trial.params.get("family"), trial.params.get("depth")
+    """(family, depth) of a trial; a waiting one has only the values it was enqueued with."""
+    params = trial.params or trial.system_attrs.get(OPTUNA_FIXED_PARAMS, {})
+    return params.get("family"), params.get("depth")
 
 
 def depth_finished(study: optuna.Study, family: str, depth: int) -> bool:

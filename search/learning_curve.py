@@ -23,6 +23,8 @@ FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 """Parts of the training split a learning curve is measured at."""
 FAR = 10.0
 """An extrapolation further than this factor beyond the largest measured size is weak."""
+HOPELESS = 1000.0
+"""Beyond this factor the report gives no figure: only that more data alone will not do."""
 
 
 @dataclass
@@ -97,6 +99,10 @@ def describe(curve: LearningCurve) -> str:
     head = f"{curve.family} depth {curve.depth} (trial {curve.trial}) learning curve: {points}"
     if curve.needed_seconds is None:
         return f"{head}\n  no extrapolation: {curve.why_weak}"
+    if curve.needed_seconds > HOPELESS * max(curve.train_seconds):
+        return (f"{head}\n  fit error ∝ seconds^{curve.exponent:.2f} (R² {curve.r2:.2f}): {curve.metric} "
+                f"{curve.threshold} is out of reach by more data alone at this depth (it would take more than "
+                f"{HOPELESS:,.0f}× the data measured)")
     cost = []
     if curve.neuron_core_hours is not None:
         cost.append(f"≈ {curve.neuron_core_hours:,.1f} NEURON core-hours")

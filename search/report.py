@@ -181,8 +181,8 @@ def _fmt(value: float | None) -> str:
 
 
 def _fmt_interval(figure: list[float] | None) -> str:
-    """value [low, high]"""
-    return "—" if not figure else f"{figure[0]:.4f} [{figure[1]:.4f}, {figure[2]:.4f}]"
+    """value [low–high]"""
+    return "—" if not figure else f"{figure[0]:.4f} [{figure[1]:.4f}–{figure[2]:.4f}]"
 
 
 def frontier_table(report: StudyReport, families: list[str]) -> Table:
@@ -207,21 +207,27 @@ def render(report: StudyReport, console: Console) -> None:
     bound = "lower" if metric.higher_is_better else "upper"
     table = Table(title=f"study {escape(report.study)}: {report.metric} per depth (a depth passes when its test "
                         f"95% {bound} bound {op} {report.threshold})")
-    columns = ("family", "depth", "best valid", "candidate: valid [95% CI]", "test [95% CI]", "trial", "params",
+    columns = ("family", "depth", "best valid", "candidate", "valid [95% CI]", "test [95% CI]", "params",
                "trials c/p/s/f/w", "train s", "passes")
     for column in columns:
-        table.add_column(column, justify="left" if column == "family" else "right")
+        table.add_column(column, justify="left" if column == "family" else "right", no_wrap=True)
     for row in report.rows:
         table.add_row(
-            row.family, str(row.depth), _fmt(row.best), _fmt_interval(row.valid), _fmt_interval(row.test),
-            "—" if row.candidate is None else str(row.candidate),
+            row.family, str(row.depth), _fmt(row.best), "—" if row.candidate is None else f"trial {row.candidate}",
+            _fmt_interval(row.valid), _fmt_interval(row.test),
             "—" if row.n_params is None else f"{row.n_params:,}",
             f"{row.complete}/{row.pruned}/{row.skipped}/{row.failed}/{row.pending}", f"{row.seconds:.0f}",
             "[green]yes[/green]" if row.passes else ("no" if row.test else "—"),
         )
-    table.caption = ("trials: complete / pruned / skipped (a shallower depth passed) / failed / waiting or running; "
-                     "the candidate is the depth's best trial on validation, scored once on the test split")
-    console.print(table)
+    table.caption = ("trials: complete / pruned / skipped (a shallower depth passed) / failed / waiting or running;\n"
+                     "candidate: the depth's best trial on validation, scored once on the test split")
+    width = console.width
+    if not console.is_terminal:  # a log file or a pipe keeps whole rows
+        console.width = max(width, 150)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
     families = list(report.shallowest)
     if len(families) > 1:
         console.print(frontier_table(report, families))

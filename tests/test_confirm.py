@@ -16,7 +16,7 @@ import torch
 from optuna.distributions import FloatDistribution, IntDistribution, CategoricalDistribution
 
 from neurosearch.search.config import load_config
-from neurosearch.search.confirm import confirm_depth, confirmed_passes
+from neurosearch.search.confirm import confirm_depth, confirmed_passes, depth_finished
 from neurosearch.search.objective import StudyContext, _skip_if_shallower_passes
 from neurosearch.search.report import build_report
 from neurosearch.search.study import TrialSkipped
@@ -96,3 +96,12 @@ def test_a_test_bound_that_clears_the_threshold_passes_and_skips_deeper(setup) -
     assert report.winner.intervals["test"]["spike_auc"][0] == record.test["spike_auc"][1]
     with pytest.raises(TrialSkipped, match="already passes at depth 1"):
         _skip_if_shallower_passes(_deeper_slot(study), ctx.config, "tcn", 2)
+
+
+def test_a_depth_with_a_waiting_trial_is_not_finished(setup) -> None:
+    """Enqueued trials carry their slot only as fixed params until they run: a depth must
+    not be confirmed while one of them waits."""
+    study = _study(setup["ctx"], 0.5)
+    assert depth_finished(study, "tcn", 1)
+    study.enqueue_trial({"family": "tcn", "depth": 1, "repeat": 1})
+    assert not depth_finished(study, "tcn", 1) and depth_finished(study, "tcn", 2)

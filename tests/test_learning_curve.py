@@ -25,11 +25,18 @@ def test_a_power_law_is_recovered_and_inverted() -> None:
 def test_flat_or_far_curves_are_marked_weak() -> None:
     flat = fit(curve([0.95, 0.951, 0.949, 0.95]), True)
     assert flat.weak and flat.needed_seconds is None and "does not fall" in flat.why_weak
-    far = fit(curve([1 - 0.2 * s**-0.1 for s in (100, 200, 400, 800)]), True)
-    assert far.weak and far.needed_seconds > 10 * 800 and "beyond the data measured" in describe(far)
+    far = fit(curve([1 - 0.05 * (s / 800) ** -0.5 for s in (100, 200, 400, 800)]), True)  # 0.99 at 25× the data
+    assert far.weak and far.needed_seconds == pytest.approx(25 * 800) and "25× beyond the data measured" in describe(far)
 
 
 def test_lower_is_better_metrics_fit_the_metric_itself() -> None:
     rmse = [2.0 * (s / 100) ** -0.3 for s in (100, 200, 400, 800)]
     got = fit(LearningCurve("mlp", 1, 0, "voltage_rmse", 0.5, [100.0, 200.0, 400.0, 800.0], rmse), False)
     assert got.exponent == pytest.approx(-0.3) and got.needed_seconds == pytest.approx(100 * 4 ** (1 / 0.3), rel=1e-6)
+
+
+def test_a_hopeless_curve_gives_no_absurd_figure() -> None:
+    flat = fit(curve([1 - 0.15 * s**-0.03 for s in (100, 200, 400, 800)]), True, 0.7, 60.0)
+    assert flat.weak and flat.needed_seconds > 1000 * 800
+    text = describe(flat)
+    assert "out of reach by more data alone" in text and "NEURON core-hours" not in text
