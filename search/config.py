@@ -74,6 +74,9 @@ class TargetSection(_Section):
     metric: str = "spike_auc"
     threshold: float = 0.99
     bootstrap: int = Field(1000, ge=100, le=100_000, description="cluster-bootstrap resamples per 95% interval")
+    confirm_seeds: int = Field(
+        0, ge=0, le=20, description="a passing candidate is retrained with this many more seeds; each must pass too"
+    )
 
     @field_validator("metric")
     @classmethod

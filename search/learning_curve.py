@@ -18,6 +18,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
+
+from neurosearch.spaces import get_family
+
+from .data import SplitTensors
+from .errors import UserError
+from .metrics import METRICS
+from .train import Trainer, trial_seed
+from .workspace import ATTR_SPEC, ATTR_TRAIN_SECONDS, ATTR_VAL_METRICS
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 """Parts of the training split a learning curve is measured at."""
@@ -119,17 +128,6 @@ def measure(ctx: Any, trial: Any, fractions: tuple[float, ...] = FRACTIONS) -> L
     """Retrain a finished trial's architecture (same learning rate and seed) on nested
     parts of the training split; the full-data point is the trial itself. ``ctx`` is the
     study's ``StudyContext``, ``trial`` a ``FrozenTrial``."""
-    import torch
-
-    from neurosearch.spaces import get_family
-
-    from .data import SplitTensors
-    from .errors import UserError
-    from .metrics import METRICS
-    from .objective import trial_seed
-    from .train import Trainer
-    from .workspace import ATTR_SPEC, ATTR_TRAIN_SECONDS, ATTR_VAL_METRICS
-
     config = ctx.config
     metric = config.target.metric
     higher = METRICS[metric].higher_is_better
@@ -146,10 +144,10 @@ def measure(ctx: Any, trial: Any, fractions: tuple[float, ...] = FRACTIONS) -> L
                 part = SplitTensors(ctx.dataset, "train", ctx.device, limit=n)
             except UserError:  # too few spikes in so small a part: no point there
                 continue
-            torch.manual_seed(trial_seed(config, trial.number))
+            torch.manual_seed(trial_seed(config.study.seed, trial.number))
             model = get_family(spec["family"]).build(spec, ctx.inputs)
             trainer = Trainer(model, part, ctx.split("valid"), config.training, trial.params["lr"],
-                              seed=trial_seed(config, trial.number), select=(metric, higher))
+                              seed=trial_seed(config.study.seed, trial.number), select=(metric, higher))
             trainer.fit()
             value = trainer.best_metrics[metric]
         curve.train_seconds.append(n * seconds_per_sim)

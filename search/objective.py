@@ -29,7 +29,7 @@ from .monitor import SystemMetrics
 from .confirm import confirmed_passes
 from .study import TrialFailed, TrialSkipped, suggest_slot
 from .tracking import Tracker
-from .train import EpochResult, NonFiniteLoss, Trainer
+from .train import EpochResult, NonFiniteLoss, Trainer, trial_seed
 from .workspace import (
     ATTR_BEST_EPOCH,
     ATTR_DEVICE,
@@ -138,12 +138,6 @@ def _skip_if_shallower_passes(trial: optuna.Trial, config: Config, family: str, 
         raise TrialSkipped(f"{family} already passes at depth {min(shallower)} (confirmed on the test split)")
 
 
-def trial_seed(config: Config, number: int) -> int:
-    """One seed per trial for the initial weights, window order and dropout: the same
-    study seed and trial number give the same network."""
-    return config.study.seed * 100_003 + number
-
-
 def _build(trial: optuna.Trial, ctx: StudyContext, family: Family, depth: int, lr: float) -> Candidate:
     """Sample the family's architecture at this depth, build it, record what was built and where."""
     spec = family.sample(trial, ctx.config.space(family.name), depth)
@@ -154,7 +148,7 @@ def _build(trial: optuna.Trial, ctx: StudyContext, family: Family, depth: int, l
             f"{family.name} depth {depth} has a {field} ms receptive field but training.burn_in_ms is {burn_in}: "
             "its first ms would be scored without the history it needs; raise burn_in_ms or narrow the space"
         )
-    torch.manual_seed(trial_seed(ctx.config, trial.number))  # before build: the initial weights are seeded
+    torch.manual_seed(trial_seed(ctx.config.study.seed, trial.number))  # before build: the initial weights are seeded
     model = family.build(spec, ctx.inputs)
     size = n_params(model)
     trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
@@ -188,7 +182,7 @@ def _trainer(trial: optuna.Trial, ctx: StudyContext, candidate: Candidate) -> Tr
     metric = ctx.config.target.metric
     trainer = Trainer(
         candidate.model, ctx.split("train"), ctx.split("valid"), ctx.config.training, candidate.lr,
-        seed=trial_seed(ctx.config, trial.number), checkpoint=ctx.workspace.checkpoint(_stored(trial)),
+        seed=trial_seed(ctx.config.study.seed, trial.number), checkpoint=ctx.workspace.checkpoint(_stored(trial)),
         select=(metric, METRICS[metric].higher_is_better),
     )
     trial.set_user_attr(ATTR_RESUMED_EPOCHS, trainer.resumed_epochs)

@@ -30,6 +30,12 @@ GRAD_CLIP = 1.0
 """Global gradient-norm ceiling: one bad batch must not throw a deep network off."""
 
 
+def trial_seed(study_seed: int, number: int) -> int:
+    """One seed per trial for the initial weights, window order and dropout: the same
+    study seed and trial number give the same network."""
+    return study_seed * 100_003 + number
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN/inf: the trial is pruned with this reason, the study goes on."""
 

@@ -47,7 +47,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_toml) -> dict:
     return {"root": root, "ctx": ctx, "spec": spec}
 
 
-def _study(ctx: StudyContext, threshold: float) -> optuna.Study:
+def _study(ctx: StudyContext, threshold: float, spec: dict | None = None) -> optuna.Study:
     study = optuna.create_study(storage=f"sqlite:///{ctx.config.study.work_dir}/s{threshold}.db", direction="maximize")
     study.set_user_attr(ATTR_TARGET_METRIC, "spike_auc")
     study.set_user_attr(ATTR_TARGET_THRESHOLD, threshold)
@@ -56,7 +56,7 @@ def _study(ctx: StudyContext, threshold: float) -> optuna.Study:
         distributions={"family": CategoricalDistribution(["tcn"]), "depth": IntDistribution(1, 64),
                        "repeat": IntDistribution(0, 10_000), "lr": FloatDistribution(1e-4, 1e-1, log=True)},
         value=0.999,  # what validation claims (best epoch of the best trial: optimistic)
-        user_attrs={ATTR_SPEC: {}, ATTR_N_PARAMS: 1},
+        user_attrs={ATTR_SPEC: spec or {}, ATTR_N_PARAMS: 1},
     ))
     return study
 
@@ -105,3 +105,20 @@ def test_a_depth_with_a_waiting_trial_is_not_finished(setup) -> None:
     assert depth_finished(study, "tcn", 1)
     study.enqueue_trial({"family": "tcn", "depth": 1, "repeat": 1})
     assert not depth_finished(study, "tcn", 1) and depth_finished(study, "tcn", 2)
+
+
+def test_confirm_seeds_retrain_the_candidate_and_each_must_pass(setup) -> None:
+    ctx = setup["ctx"]
+    ctx.config.target.threshold = 0.05
+    ctx.config.target.confirm_seeds = 2
+    try:
+        study = _study(ctx, 0.05, spec=setup["spec"])
+        record = confirm_depth(ctx, study, "tcn", 1)
+        assert record.passes and len(record.seeds) == 2
+        assert all(seed["spike_auc"][1] >= 0.05 for seed in record.seeds)
+        assert record.seeds[0]["spike_auc"] != record.seeds[1]["spike_auc"]  # other seeds, other networks
+        ctx.config.target.threshold = 0.99  # a pass the retrained networks cannot repeat
+        strict = _study(ctx, 0.99, spec=setup["spec"])
+        assert not confirm_depth(ctx, strict, "tcn", 1).passes
+    finally:
+        ctx.config.target.confirm_seeds = 0
