@@ -234,7 +234,7 @@ class _Recurrence(torch.autograd.Function):
         keep, w_m, states, dms, *rest = ctx.saved_tensors
         n_lin = len(rest) // 3
         pre, params = rest[:n_lin], rest[n_lin:]
-        weights, biases = params[0::2], params[1::2]
+        weights = params[0::2]  # (biases need no gradient term beyond the pre-activation one)
         with torch.autocast(states.device.type, enabled=False):
             grad_states = grad_states.to(keep.dtype)
             gain = 1 - keep

@@ -8,7 +8,7 @@ the report's passing winner; a threshold the test bound does clear must do all t
 
 from __future__ import annotations
 
-from pathlib import Path
+
 
 import optuna
 import pytest

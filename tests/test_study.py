@@ -18,8 +18,10 @@ from neurosearch.search.study import (
     enqueue_plan,
     open_study,
     plan,
+    TrialSkipped,
     run_worker,
     suggest_slot,
+    worker_seed,
 )
 from neurosearch.search.workspace import open_storage
 
@@ -69,6 +71,35 @@ def test_worker_runs_exactly_the_plan(tmp_path: Path) -> None:
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE] * 6
     assert run_worker(study, toy_objective, poll_s=0.1) == 0  # resume: nothing left, nothing duplicated
+
+
+def test_skipped_slots_are_failed_with_a_reason_not_pruned(tmp_path: Path) -> None:
+    """TPE reads a pruned trial's drawn values as bad ones; a skipped slot drew none."""
+    from neurosearch.search.report import build_report
+
+    config = make_config(tmp_path)
+    study, _ = open_study(config, open_storage(config), DATA)
+    enqueue_plan(study, config)
+
+    def skip_deep(trial: optuna.Trial) -> float:
+        _, depth = suggest_slot(trial, ["tcn"])
+        if depth > 1:
+            raise TrialSkipped("tcn already passes at depth 1 (confirmed on the test split)")
+        return 0.999
+
+    assert run_worker(study, skip_deep, poll_s=0.1) == 6
+    skipped = [t for t in study.trials if t.params["depth"] > 1]
+    assert {t.state for t in skipped} == {TrialState.FAIL}
+    assert all(t.user_attrs["skip_reason"].startswith("tcn already passes") for t in skipped)
+    assert all(set(t.params) == {"family", "depth", "repeat"} for t in skipped)  # nothing drawn
+    rows = {r.depth: r for r in build_report(study).rows}
+    assert (rows[2].skipped, rows[2].failed, rows[3].skipped) == (2, 0, 2)
+
+
+def test_every_worker_process_draws_with_its_own_sampler_seed() -> None:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        other = pool.apply(worker_seed, (0,))
+    assert worker_seed(0) == worker_seed(0) != other
 
 
 def test_dataset_mismatch_is_refused(tmp_path: Path) -> None:
