@@ -123,6 +123,8 @@ def build_report(study: optuna.Study) -> StudyReport:
         row = rows.get(key)
         if row is not None and metric_name in record.test:
             row.candidate, row.passes = record.trial, record.passes
+            row.n_params = next((t.user_attrs.get(ATTR_N_PARAMS) for t in trials if t.number == record.trial),
+                                row.n_params)
             row.valid, row.test = record.valid[metric_name], record.test[metric_name]
     ordered = sorted(rows.values(), key=lambda r: (r.family, r.depth))
     shallowest: dict[str, int | None] = {}
