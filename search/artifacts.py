@@ -186,17 +186,24 @@ def plot_frontier(report: StudyReport, path: Path) -> Path:
     return _save(fig, path)
 
 
-COLUMNS = ("family", "depth", "best", "best_trial", "n_params", "complete", "pruned", "skipped", "failed", "pending",
-           "train_seconds", "passes")
+COLUMNS = ("family", "depth", "best", "best_trial", "n_params", "candidate", "valid", "valid_low", "valid_high",
+           "test", "test_low", "test_high", "complete", "pruned", "skipped", "failed", "pending", "train_seconds",
+           "passes")
 
 
 def summary_rows(report: StudyReport) -> list[dict[str, Any]]:
-    return [
-        {"family": r.family, "depth": r.depth, "best": r.best, "best_trial": r.best_trial, "n_params": r.n_params,
-         "complete": r.complete, "pruned": r.pruned, "skipped": r.skipped, "failed": r.failed, "pending": r.pending,
-         "train_seconds": round(r.seconds, 1), "passes": r.passes}
-        for r in report.rows
-    ]
+    """One row per family and depth; ``valid``/``test`` are the depth's candidate with its 95% interval."""
+    rows = []
+    for r in report.rows:
+        valid, test = r.valid or [None] * 3, r.test or [None] * 3
+        rows.append(
+            {"family": r.family, "depth": r.depth, "best": r.best, "best_trial": r.best_trial, "n_params": r.n_params,
+             "candidate": r.candidate, "valid": valid[0], "valid_low": valid[1], "valid_high": valid[2],
+             "test": test[0], "test_low": test[1], "test_high": test[2],
+             "complete": r.complete, "pruned": r.pruned, "skipped": r.skipped, "failed": r.failed, "pending": r.pending,
+             "train_seconds": round(r.seconds, 1), "passes": r.passes}
+        )
+    return rows
 
 
 def write_summary_csv(report: StudyReport, path: Path) -> Path:

@@ -141,6 +141,9 @@ def test_study_run_has_frontier_summary_and_winner_metrics(finished, tmp_path: P
     for row, want in zip(rows, report["rows"]):
         assert float(row["best"]) == pytest.approx(want["best"]) and int(row["best_trial"]) == want["best_trial"]
         assert row["passes"] == str(want["passes"])
+        if want["test"]:  # the depth's candidate on test, with its 95% interval
+            assert [float(row[k]) for k in ("test", "test_low", "test_high")] == pytest.approx(want["test"])
+            assert float(row["test_low"]) <= float(row["test"]) <= float(row["test_high"])
     markdown = get("summary.md").read_text()
     assert markdown.startswith("# Study tiny: best validation spike_auc per depth")
     assert "| tcn | 1 |" in markdown and "| tcn | 2 |" in markdown
