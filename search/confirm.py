@@ -22,10 +22,8 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from neurosearch.spaces import get_family
-
 from .metrics import METRICS, Scorer
-from .train import Trainer, predict, trial_seed
+from .train import predict, retrain, trial_seed
 from .workspace import ATTR_CONFIRMATION, ATTR_SKIP_REASON, ATTR_SPEC, OPTUNA_FIXED_PARAMS, load_model
 
 UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
@@ -142,17 +140,12 @@ def _clears(figures: dict[str, list[float]], metric, threshold: float) -> bool:
     return bool(bound == bound and metric.passes(bound, threshold))
 
 
-def _retrained(ctx, trial: FrozenTrial, seed_offset: int):
+def _retrained(ctx, trial: FrozenTrial, seed_offset: int) -> torch.nn.Module:
     """The candidate's architecture and learning rate trained again from another seed: a
     pass that holds for one initialisation only is luck, not an answer."""
     config = ctx.config
-    spec = trial.user_attrs[ATTR_SPEC]
-    seed = trial_seed(config.study.seed, trial.number) + 7919 * seed_offset
-    torch.manual_seed(seed)
-    model = get_family(spec["family"]).build(spec, ctx.inputs)
     metric = METRICS[config.target.metric]
-    trainer = Trainer(model, ctx.split("train"), ctx.split("valid"), config.training, trial.params["lr"], seed=seed,
-                      select=(metric.name, metric.higher_is_better))
-    trainer.fit()
-    trainer.restore_best()
+    trainer = retrain(trial.user_attrs[ATTR_SPEC], ctx.inputs, ctx.split("train"), ctx.split("valid"), config.training,
+                      trial.params["lr"], trial_seed(config.study.seed, trial.number) + 7919 * seed_offset,
+                      (metric.name, metric.higher_is_better))
     return trainer.model.eval()

@@ -18,14 +18,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
-
-from neurosearch.spaces import get_family
 
 from .data import SplitTensors
 from .errors import UserError
 from .metrics import METRICS
-from .train import Trainer, trial_seed
+from .train import retrain, trial_seed
 from .workspace import ATTR_SPEC, ATTR_TRAIN_SECONDS, ATTR_VAL_METRICS
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
@@ -144,11 +141,8 @@ def measure(ctx: Any, trial: Any, fractions: tuple[float, ...] = FRACTIONS) -> L
                 part = SplitTensors(ctx.dataset, "train", ctx.device, limit=n)
             except UserError:  # too few spikes in so small a part: no point there
                 continue
-            torch.manual_seed(trial_seed(config.study.seed, trial.number))
-            model = get_family(spec["family"]).build(spec, ctx.inputs)
-            trainer = Trainer(model, part, ctx.split("valid"), config.training, trial.params["lr"],
-                              seed=trial_seed(config.study.seed, trial.number), select=(metric, higher))
-            trainer.fit()
+            trainer = retrain(spec, ctx.inputs, part, ctx.split("valid"), config.training, trial.params["lr"],
+                              trial_seed(config.study.seed, trial.number), (metric, higher))
             value = trainer.best_metrics[metric]
         curve.train_seconds.append(n * seconds_per_sim)
         curve.values.append(float(value))

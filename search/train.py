@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurosearch.spaces import InputMeta, get_family
 from neurosearch.spaces.base import Heads
 
 from .config import TrainingSection
@@ -113,8 +114,9 @@ class Trainer:
         for module in self.model.modules():
             if isinstance(module, Heads):
                 module.start_at(spike_rate)
+        scored_per_step = settings.batch_size * (settings.window_ms - settings.burn_in_ms)
         self.steps_per_epoch = settings.steps_per_epoch or max(
-            1, math.ceil(len(train) * (train.T - settings.burn_in_ms) / (settings.batch_size * (settings.window_ms - settings.burn_in_ms)))
+            1, math.ceil(len(train) * (train.T - settings.burn_in_ms) / scored_per_step)
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
         total_steps = settings.epochs * self.steps_per_epoch
@@ -278,3 +280,16 @@ def predict(
     )
     pred.metrics = evaluate(pred.spike_prob, pred.spike_true, pred.v_pred, pred.v_true)
     return pred
+
+
+def retrain(spec: dict, inputs: InputMeta, train: SplitTensors, valid: SplitTensors, settings: TrainingSection,
+            learning_rate: float, seed: int, select: tuple[str, bool]) -> Trainer:
+    """A finished trial's architecture trained again from scratch, seeded before it is
+    built, its best validation epoch restored: for a learning curve's smaller training
+    sets and for a passing candidate's extra seeds."""
+    torch.manual_seed(seed)
+    model = get_family(spec["family"]).build(spec, inputs)
+    trainer = Trainer(model, train, valid, settings, learning_rate, seed=seed, select=select)
+    trainer.fit()
+    trainer.restore_best()
+    return trainer

@@ -14,7 +14,6 @@ that grows, or another split of the same cell, reuses it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from concurrent.futures import Executor
@@ -26,8 +25,7 @@ import numpy as np
 
 from . import storage, worker
 from .errors import SimulatorError
-from .nmodl import BUNDLED_MECHANISMS, folder_digest
-from .spec import GENERATOR_VERSION, SimulationSpec
+from .spec import SimulationSpec
 
 PROBE_MS = 1500
 """Recorded length of one probe simulation (after the discard)."""
@@ -42,19 +40,9 @@ def probe_seed(seed: int, k: int) -> int:
 
 
 def calibration_key(spec: SimulationSpec) -> str:
-    """What the calibration depends on, hashed (not the count, length or split of simulations)."""
-    payload = {
-        "generator_version": GENERATOR_VERSION,
-        "probe_ms": PROBE_MS,
-        "model": spec.model,
-        "custom": spec.custom.content_digest() if spec.custom else None,
-        "mechanisms_sha256": folder_digest(BUNDLED_MECHANISMS),
-        "stimulus": spec.stimulus.model_dump(mode="json"),
-        "discard_ms": spec.discard_ms,
-        "seed": spec.seed,
-    }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """What the calibration depends on, hashed: the dataset's hash without the count,
+    length and split of simulations, which the probes do not depend on."""
+    return spec.config_hash(ignore=("n_simulations", "duration_ms", "split"), probe_ms=PROBE_MS)
 
 
 def _interpolate(levels: np.ndarray, rates: np.ndarray, target: float) -> float:

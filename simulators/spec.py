@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -174,11 +175,14 @@ class SimulationSpec(BaseModel):
 
         return self.processes or len(os.sched_getaffinity(0))
 
-    def config_hash(self) -> str:
-        """Stable hash of everything that changes the data (not ``processes``)."""
+    def config_hash(self, ignore: Iterable[str] = (), **facts: Any) -> str:
+        """Stable hash of everything that changes the data (never ``processes``).
+        ``ignore`` leaves out more fields and ``facts`` adds values, for the hash of
+        something that depends on less than the whole dataset (the drive calibration)."""
         payload = {
             "generator_version": GENERATOR_VERSION,
-            "spec": self.model_dump(mode="json", exclude={"processes", "custom"}),
+            "spec": self.model_dump(mode="json", exclude={"processes", "custom", *ignore}),
+            **facts,
         }
         if self.custom is not None:
             payload["custom"] = self.custom.content_digest()
