@@ -4,7 +4,8 @@ A dataset lives in ``cache_dir/<config_hash>/``: one ``.npz`` shard per simulati
 ``shards/`` and a ``manifest.json`` that records the spec, seeds, split, input metadata
 and every shard's sha256. The manifest is rewritten after each finished shard, so an
 interrupted generation knows exactly which shards are done; ``status`` turns
-``"complete"`` only when all are.
+``"complete"`` only when all are. ``generate_part`` simulates one part of a dataset
+on one of many machines (see ``parts.py``); ``generate`` merges the parts.
 """
 
 from __future__ import annotations
@@ -14,21 +15,27 @@ import multiprocessing
 import platform
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from . import calibrate, nmodl, storage, worker
 from .errors import SimulatorError
 from .locking import exclusive_lock
+from .parts import Part, PartResult, merge_records, part_records
 from .spec import SPLITS, CustomModelSpec, SimulationSpec, StimulusSpec
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
-__all__ = ["CustomModelSpec", "Dataset", "Simulation", "SimulationSpec", "StimulusSpec", "generate"]
+__all__ = [
+    "CustomModelSpec", "Dataset", "Part", "PartResult", "Simulation", "SimulationSpec", "StimulusSpec",
+    "calibrate_drive", "generate", "generate_part",
+]
 
 
 @dataclass
@@ -70,6 +77,8 @@ class Dataset:
         self.wall_s_per_simulated_s: float | None = manifest.get("wall_s_per_simulated_s")
         self.generated: list[int] = []
         """Simulations run by the ``generate`` call that returned this (empty: a cache hit)."""
+        self.merged: list[int] = []
+        """Simulations that call took from the records of parts (``generate_part``)."""
 
     @classmethod
     def open(cls, path: Path, *, verify: bool = True) -> "Dataset":
@@ -138,10 +147,11 @@ def simulation_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
 
 
-def _bad_shards(folder: Path, manifest: dict) -> list[int]:
-    """Indices whose shard is unrecorded, missing, or fails its checksum."""
+def _bad_shards(folder: Path, manifest: dict, indices: Iterable[int] | None = None) -> list[int]:
+    """Indices (of ``indices``; default all) whose shard is unrecorded, missing, or fails its checksum."""
     bad = []
-    for i, entry in enumerate(manifest["shards"]):
+    for i in range(len(manifest["shards"])) if indices is None else indices:
+        entry = manifest["shards"][i]
         if entry is None:
             bad.append(i)
             continue
@@ -173,15 +183,19 @@ def _new_manifest(spec: SimulationSpec, key: str) -> dict:
     }
 
 
-def _start_manifest(spec: SimulationSpec, key: str, folder: Path) -> dict:
-    """The folder's manifest if it belongs to this config (resume), else a fresh one."""
-    old = storage.read_manifest(folder)
+def _start_record(spec: SimulationSpec, key: str, path: Path, cache_dir: Path) -> dict:
+    """The manifest (or part record) at ``path`` if it belongs to this config (resume), else a
+    fresh one. Without a drive calibration, it takes the cached one if there is one, so that
+    every part of a dataset and its merge agree on the drive before comparing records."""
+    old = storage.read_record(path)
     fresh = _new_manifest(spec, key)
-    if old is None or old.get("format_version") != FORMAT_VERSION or old.get("config_hash") != key:
-        return fresh
-    if len(old.get("shards", [])) != spec.n_simulations or old.get("seeds") != fresh["seeds"]:
-        return fresh
-    return old
+    record = fresh
+    if old is not None and old.get("format_version") == FORMAT_VERSION and old.get("config_hash") == key:
+        if len(old.get("shards", [])) == spec.n_simulations and old.get("seeds") == fresh["seeds"]:
+            record = old
+    if spec.stimulus.rate_scale is None and record.get("calibration") is None:
+        record["calibration"] = calibrate.cached_calibration(cache_dir, spec)[1]
+    return record
 
 
 def _worker_setup(spec: SimulationSpec) -> worker.WorkerSetup:
@@ -246,13 +260,30 @@ def _calibrated(spec: SimulationSpec, setup: worker.WorkerSetup, manifest: dict,
     return replace(setup, stimulus=stimulus)
 
 
-def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int], progress: bool) -> None:
-    """Run the ``todo`` simulations in worker processes, saving each shard as it arrives."""
-    setup = _worker_setup(spec)
-    n_workers = max(1, min(spec.resolved_processes(), max(len(todo), 8)))  # 8: calibration probes
-    simulated_s = spec.duration_ms / 1000.0
+@contextmanager
+def _pool(spec: SimulationSpec, n_tasks: int) -> Iterator[ProcessPoolExecutor]:
+    """Spawned worker processes for ``n_tasks`` simulations (at least 8 for calibration probes);
+    a worker that dies becomes one clear error."""
+    n_workers = max(1, min(spec.resolved_processes(), max(n_tasks, 8)))
     pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
     try:
+        yield pool
+    except BrokenProcessPool:
+        raise SimulatorError(
+            f"a simulation worker for model {spec.model!r} died unexpectedly (NEURON crashed or ran out of memory)"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int], progress: bool,
+              record_file: Path | None = None) -> None:
+    """Run the ``todo`` simulations in worker processes, saving each shard as it arrives and
+    rewriting the record (``record_file``, default the folder's manifest) after each."""
+    record_file = record_file or folder / storage.MANIFEST
+    setup = _worker_setup(spec)
+    simulated_s = spec.duration_ms / 1000.0
+    with _pool(spec, len(todo)) as pool:
         described = pool.submit(worker.describe, setup)
         inputs = described.result()
         n_inputs = len(inputs["kind"])
@@ -262,10 +293,10 @@ def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int
                 f"{manifest['n_inputs']}; delete that folder to start over"
             )
         manifest["n_inputs"], manifest["inputs"] = n_inputs, inputs
-        storage.write_manifest(folder, manifest)
+        storage.write_record(record_file, manifest)
         with _progress(progress) as bar:
             setup = _calibrated(spec, setup, manifest, folder.parent, pool, bar)
-            storage.write_manifest(folder, manifest)
+            storage.write_record(record_file, manifest)
             task = bar.add_task(f"simulating {spec.model}", total=len(todo))
             futures = [pool.submit(worker.simulate, setup, i, manifest["seeds"][i]) for i in todo]
             for future in as_completed(futures):  # each shard is saved as soon as it exists
@@ -281,34 +312,76 @@ def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int
                     "n_output_spikes": int(result["arrays"]["output_spikes"].size),
                 }
                 _summarise_speed(manifest)
-                storage.write_manifest(folder, manifest)
+                storage.write_record(record_file, manifest)
                 bar.advance(task)
-    except BrokenProcessPool:
+
+
+def _check_caller(spec: SimulationSpec) -> None:
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A spawned child re-running an unguarded script (the check multiprocessing itself
+        # makes): without this it would wait forever on the dataset lock its parent holds.
         raise SimulatorError(
-            f"a simulation worker for model {spec.model!r} died unexpectedly (NEURON crashed or ran out of memory)"
-        ) from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+            "a dataset was generated while a worker process was starting; put the calling code under "
+            "`if __name__ == \"__main__\":`"
+        )
+    if spec.custom is not None:
+        spec.custom.check_files()
+
+
+def calibrate_drive(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) -> dict | None:
+    """The drive calibration of ``spec`` from the cache beside its dataset, measured now if
+    absent (None: the config gives the drive). Run once before the parts of a dataset start,
+    so that they all find it instead of each measuring it."""
+    _check_caller(spec)
+    if spec.stimulus.rate_scale is not None:
+        return None
+    record: dict = {}
+    with _pool(spec, 0) as pool, _progress(progress) as bar:
+        _calibrated(spec, _worker_setup(spec), record, Path(cache_dir), pool, bar)
+    return record["calibration"]
+
+
+def generate_part(spec: SimulationSpec, cache_dir: Path, part: Part, *, progress: bool = True) -> PartResult:
+    """Simulate part K of N of ``spec``'s dataset into its folder under ``cache_dir`` (shared
+    by all parts), skipping every simulation that a record (the manifest, this or another
+    part's) holds with a valid shard. Writes only shards and this part's record, and takes
+    no lock, so parts can run at once on many machines; ``generate`` merges them."""
+    _check_caller(spec)
+    key = spec.config_hash()
+    folder = Path(cache_dir) / key
+    record_file = part.record_file(folder)
+    mine = part.indices(spec.n_simulations)
+    record = _start_record(spec, key, record_file, Path(cache_dir))
+    record["part"] = [part.k, part.n]
+    others = [r for r in (storage.read_manifest(folder), *part_records(folder)) if r is not None]
+    taken = merge_records(record, others, mine)
+    todo = _bad_shards(folder, record, mine)
+    for i in todo:
+        record["shards"][i] = None
+    if todo:
+        record["status"] = "incomplete"
+        _simulate(spec, record, folder, todo, progress, record_file)
+    if todo or taken or record.get("status") != "complete":
+        record["status"] = "complete"  # (this part's simulations)
+        storage.write_record(record_file, record)
+    overall = {"config_hash": key, "shards": [None] * spec.n_simulations, "calibration": record.get("calibration")}
+    merge_records(overall, [record, *others])
+    missing = [i for i, entry in enumerate(overall["shards"]) if entry is None]
+    return PartResult(folder=folder, part=part, indices=mine, generated=sorted(todo), missing=missing)
 
 
 def generate(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) -> Dataset:
     """Return the dataset for ``spec`` under ``cache_dir/<config_hash>/``, simulating only
     what is missing: nothing on a cache hit, the rest after an interruption, and any shard
-    whose checksum no longer matches. Simulations run in ``spec.processes`` spawned worker
+    whose checksum no longer matches. Shards recorded by parts (``generate_part``) are
+    merged, not simulated again. Simulations run in ``spec.processes`` spawned worker
     processes; simulation i is seeded from (seed, i) alone."""
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        # A spawned child re-running an unguarded script (the check multiprocessing itself
-        # makes): without this it would wait forever on the dataset lock its parent holds.
-        raise SimulatorError(
-            "generate() was called while a worker process was starting; put the calling code under "
-            "`if __name__ == \"__main__\":`"
-        )
-    if spec.custom is not None:
-        spec.custom.check_files()
+    _check_caller(spec)
     key = spec.config_hash()
     folder = Path(cache_dir) / key
     with exclusive_lock(folder / ".lock"):
-        manifest = _start_manifest(spec, key, folder)
+        manifest = _start_record(spec, key, folder / storage.MANIFEST, Path(cache_dir))
+        merged = merge_records(manifest, part_records(folder))
         todo = _bad_shards(folder, manifest)
         for i in todo:
             if manifest["shards"][i] is not None:
@@ -318,6 +391,7 @@ def generate(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) ->
             return Dataset(folder, manifest)
         manifest["status"] = "incomplete"
         manifest["spec"] = spec.model_dump(mode="json")
+        _summarise_speed(manifest)
         storage.write_manifest(folder, manifest)
         if todo:
             _simulate(spec, manifest, folder, todo, progress)
@@ -326,4 +400,5 @@ def generate(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) ->
         storage.write_manifest(folder, manifest)
     dataset = Dataset(folder, manifest)
     dataset.generated = sorted(todo)
+    dataset.merged = sorted(set(merged) - set(todo))
     return dataset

@@ -61,14 +61,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_record(path: Path, record: dict) -> None:
+    """A JSON record (the manifest, a part's record), written atomically."""
+    write_atomic(path, json.dumps(record, indent=1).encode())
+
+
+def read_record(path: Path) -> dict | None:
+    """The JSON record at ``path``, or None when it is missing or unreadable."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def write_manifest(folder: Path, manifest: dict) -> None:
-    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
+    write_record(folder / MANIFEST, manifest)
 
 
 def read_manifest(folder: Path) -> dict | None:
     """The manifest, or None when it is missing or unreadable."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return read_record(folder / MANIFEST)
