@@ -93,13 +93,52 @@ app.command(
 )(run)
 
 
+PartOpt = Annotated[Optional[str], typer.Option(
+    "--part", metavar="K/N", help="Simulate only part K of N (1 ≤ K ≤ N) into the shared dataset folder, e.g. "
+    "--part ${SLURM_ARRAY_TASK_ID}/40 in an array --array=1-40; a plain `simulate` merges the parts.")]
+CalibrateOpt = Annotated[bool, typer.Option(
+    "--calibrate-only", help="Only measure (or find) the drive calibration: run it once before the parts start.")]
+
+
+def _simulate_step(part: Optional[str], calibrate_only: bool, config: Path, sets: list[str] | None,
+                   progress: bool) -> None:
+    """One step of a dataset simulated on many machines: its calibration, or one part."""
+    from neurosearch.simulators import Part, calibrate_drive, generate_part
+
+    from .workspace import Workspace
+
+    if part is not None and calibrate_only:
+        raise UserError("--part and --calibrate-only are separate steps: give one of them")
+    which = Part.parse(part) if part is not None else None  # a bad K/N fails before anything runs
+    cfg = _config(config, sets)
+    with _resumable():
+        if which is None:
+            record = calibrate_drive(cfg.simulator, Workspace.of(cfg).datasets, progress=progress)
+            console.print("the config gives the drive (simulator.stimulus.rate_scale): nothing to calibrate"
+                          if record is None else
+                          f"calibrated drive {record['rate_scale'][0]:.2f}–{record['rate_scale'][1]:.2f}× nominal")
+        else:
+            result = generate_part(cfg.simulator, Workspace.of(cfg).datasets, which, progress=progress)
+            console.print(escape(result.summary()), highlight=False, soft_wrap=True)
+
+
 @app.command()
-def simulate(config: ConfigOpt = Path("search.toml"), set_: SetOpt = None, progress: ProgressOpt = True) -> None:
-    """Generate (or find in the cache) the study's NEURON ground-truth dataset."""
+def simulate(
+    config: ConfigOpt = Path("search.toml"),
+    set_: SetOpt = None,
+    progress: ProgressOpt = True,
+    part: PartOpt = None,
+    calibrate_only: CalibrateOpt = False,
+) -> None:
+    """Generate (or find in the cache) the study's NEURON ground-truth dataset, or one step of it on a cluster."""
     from .runner import simulate as make_dataset
 
+    if part is not None or calibrate_only:
+        return _simulate_step(part, calibrate_only, config, set_, progress)
     with _resumable():
         dataset = make_dataset(_config(config, set_), progress)
+    if dataset.merged:
+        console.print(f"merged {len(dataset.merged)} simulations from the parts' records")
     console.print(
         f"dataset {dataset.path}: {len(dataset)} simulations × {dataset.duration_ms} ms, {dataset.n_inputs} inputs"
     )
