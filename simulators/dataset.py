@@ -353,7 +353,8 @@ def generate_part(spec: SimulationSpec, cache_dir: Path, part: Part, *, progress
     mine = part.indices(spec.n_simulations)
     record = _start_record(spec, key, record_file, Path(cache_dir))
     record["part"] = [part.k, part.n]
-    others = [r for r in (storage.read_manifest(folder), *part_records(folder)) if r is not None]
+    manifest = storage.read_manifest(folder)
+    others = [r for r in (manifest, *part_records(folder)) if r is not None]
     taken = merge_records(record, others, mine)
     todo = _bad_shards(folder, record, mine)
     for i in todo:
@@ -367,7 +368,8 @@ def generate_part(spec: SimulationSpec, cache_dir: Path, part: Part, *, progress
     overall = {"config_hash": key, "shards": [None] * spec.n_simulations, "calibration": record.get("calibration")}
     merge_records(overall, [record, *others])
     missing = [i for i, entry in enumerate(overall["shards"]) if entry is None]
-    return PartResult(folder=folder, part=part, indices=mine, generated=sorted(todo), missing=missing)
+    merged = manifest is not None and manifest.get("config_hash") == key and manifest.get("status") == "complete"
+    return PartResult(folder=folder, part=part, indices=mine, generated=sorted(todo), missing=missing, merged=merged)
 
 
 def generate(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) -> Dataset:

@@ -109,6 +109,8 @@ class PartResult:
     indices: list[int]
     generated: list[int]
     missing: list[int]
+    merged: bool = False
+    """Whether the dataset's manifest is complete already."""
 
     @property
     def missing_parts(self) -> list[int]:
@@ -119,6 +121,8 @@ class PartResult:
         """One line: what the part did, and what is still missing overall."""
         text = (f"part {self.part}: simulated {len(self.generated)}, "
                 f"{len(self.indices) - len(self.generated)} already done, of its {len(self.indices)} simulations; ")
+        if self.merged:
+            return text + "the dataset is complete"
         if not self.missing:
             return text + "all parts are done: `neurosearch simulate` (or `run`) merges them into the dataset"
         parts = ", ".join(map(str, self.missing_parts))

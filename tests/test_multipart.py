@@ -85,6 +85,8 @@ def test_two_parts_merge_into_the_one_process_dataset(parts: dict, reference: Da
     for mine, theirs in zip(merged.manifest["shards"], reference.manifest["shards"]):
         assert storage.file_sha256(folder / mine["file"]) == theirs["sha256"]
     Dataset.open(folder)  # complete, every checksum verified
+    after = generate_part(parts["spec"], tmp_path, Part(2, 2), progress=False)
+    assert after.generated == [] and after.summary().endswith("the dataset is complete")
 
 
 def test_a_rerun_part_skips_what_is_done_and_redoes_what_was_lost(parts: dict, reference: Dataset,
