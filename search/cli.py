@@ -81,7 +81,7 @@ def run(
     from .runner import run as run_study
 
     with _resumable():
-        report = run_study(_config(config, set_, storage, study), console, progress)
+        report = run_study(_config(config, set_, storage, study), console, progress, json_out)
     if json_out:
         json_out.write_text(report.to_json())
 
