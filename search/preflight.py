@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import sqlalchemy
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from optuna.storages import RDBStorage
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -90,7 +91,8 @@ def _probe_database(url: str) -> None:
     """Connect once with a short timeout and read the table list (as MLflow does before it
     retries for a minute and a half)."""
     parsed = make_url(url)
-    connect_args = {} if parsed.get_backend_name() == "sqlite" else {"connect_timeout": PROBE_TIMEOUT_S}
+    timeout_drivers = ("postgresql", "mysql")  # libpq's and MySQL's connect_timeout
+    connect_args = {"connect_timeout": PROBE_TIMEOUT_S} if parsed.get_backend_name() in timeout_drivers else {}
     engine = sqlalchemy.create_engine(parsed, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
     try:
         sqlalchemy.inspect(engine).get_table_names()
@@ -117,13 +119,14 @@ def check_tracking(uri: str, artifacts: str) -> None:
     try:
         if scheme in ("http", "https"):
             _probe_server(uri)
-        elif "://" in uri and scheme != "file":
+        elif scheme.split("+")[0] in DATABASE_ENGINES:
             folder = _sqlite_folder(uri)
             if folder is not None:
                 writable_folder(folder, "the tracking store's folder")
             _probe_database(uri)
-        else:
+        elif scheme in ("", "file"):
             writable_folder(Path(urlsplit(uri).path if scheme == "file" else uri), "the tracking store")
+        # any other scheme (databricks, a plugin's) is MLflow's to open: ``open_tracker``
     except (SQLAlchemyError, ImportError, OSError) as exc:  # urllib's URLError is an OSError
         raise UserError(f"cannot reach the tracking store {where}: {_reason(exc)}") from None
     if "://" not in artifacts:
