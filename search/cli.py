@@ -8,6 +8,7 @@ clear message and exit code 2, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +82,7 @@ def run(
     from .runner import run as run_study
 
     with _resumable():
-        report = run_study(_config(config, set_, storage, study), console, progress)
+        report = run_study(_config(config, set_, storage, study), console, progress, json_out)
     if json_out:
         json_out.write_text(report.to_json())
 
@@ -256,13 +257,31 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+#: what the machine, not the code, got wrong: no permission, a read-only file system, a full disk
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _error(message: str) -> None:
+    """One error line; the message is text, never rich markup (``[simulator]`` stays)."""
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)  # never wrapped
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one message, exit code 2."""
+    """Console-script entry point: user errors become one message, exit code 2.
+
+    As the last resort, a file the machine refuses (permission, read-only, disk full) is
+    one line naming the file too; any other exception is a bug and keeps its traceback."""
     _quiet_libraries()
     try:
         app()
     except (UserError, SimulatorError) as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)  # one line, never wrapped
+        _error(str(exc))
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = " ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+        _error(f"{where + ': ' if where else ''}{exc.strerror or exc}")
         sys.exit(2)
 
 

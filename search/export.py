@@ -21,7 +21,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from neurosearch.spaces import get_family
 
 from .config import Config
 from .errors import UserError
+from .preflight import writable_folder
 from .report import build_report
 from .tracking import Tracker
 from .workspace import ATTR_DATASET_PATH, Workspace, load_model, load_study
@@ -289,13 +289,7 @@ def export_trial(config: Config, fmt: Format, trial: int | None = None, output: 
     output = Path(output) if output is not None else default
     if output.is_dir():
         raise UserError(f"{output} is a folder; give --output a file name, e.g. {output / default_name}")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise UserError(f"cannot create the folder {output.parent} for the exported file: {reason}") from None
-    if not os.access(output.parent, os.W_OK):
-        raise UserError(f"cannot write to {output.parent} (no permission)")
+    writable_folder(output.parent, "the folder of the exported file")
     check, label, length, dataset_dir = None, "random spikes", 1000, None
     dataset_path = study.user_attrs.get(ATTR_DATASET_PATH)
     if dataset_path and Path(dataset_path).is_dir():

@@ -8,12 +8,14 @@ study from its storage, and only the planned trials not yet finished are run.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from neurosearch.simulators import Dataset, generate
@@ -25,10 +27,10 @@ from .metrics import METRICS
 from . import learning_curve
 from .confirm import confirm_depth, confirmations, depth_finished
 from .objective import StudyContext, make_objective
+from .preflight import preflight, writable_folder
 from .report import StudyReport, build_report, learning_curve_key, render
 from .study import enqueue_plan, open_study, record_study_attrs, run_worker
 from .tracking import Tracker
-from .train import resolve_device
 from .workspace import (
     ATTR_DATASET_HASH,
     ATTR_DATASET_PATH,
@@ -39,7 +41,6 @@ from .workspace import (
     ATTR_RESUMED_EPOCHS,
     ATTR_SKIP_REASON,
     Workspace,
-    open_storage,
 )
 
 
@@ -47,7 +48,8 @@ def simulate(config: Config, progress: bool = True) -> Dataset:
     """The study's ground-truth dataset, generated once and then read from the cache
     (``generate`` locks it: of workers started together, the first generates and the
     others find the cache)."""
-    return generate(config.simulator, Workspace.of(config).datasets, progress=progress)
+    return generate(config.simulator, writable_folder(Workspace.of(config).datasets, "work_dir's dataset folder"),
+                    progress=progress)
 
 
 def _study_run(study: optuna.Study, tracker: Tracker, config: Config, created: bool) -> str:
@@ -67,28 +69,31 @@ def _study_run(study: optuna.Study, tracker: Tracker, config: Config, created: b
     return run_id
 
 
-def prepare(config: Config, console: Console, progress: bool = True) -> tuple[optuna.Study, StudyContext]:
+def prepare(config: Config, console: Console, progress: bool = True,
+            json_out: Path | None = None) -> tuple[optuna.Study, StudyContext]:
+    """Check everything that can fail in seconds (``preflight``), then spend the minutes:
+    the dataset, then the study."""
+    ready = preflight(config, json_out)
+    storage, tracker, device = ready.storage, ready.tracker, ready.device
     dataset = simulate(config, progress=progress)
-    storage = open_storage(config)
     dataset_attrs: dict[str, Any] = {ATTR_DATASET_HASH: dataset.config_hash, ATTR_DATASET_PATH: str(dataset.path)}
     study, created = open_study(config, storage, dataset_attrs)
-    tracker = Tracker(config.tracking.uri, config.tracking.artifacts, config.experiment_name)
     parent = _study_run(study, tracker, config, created)
     record_study_attrs(study, config, dataset_attrs)
     added = enqueue_plan(study, config)
-    device = resolve_device(config.training.device)
     verb = "created" if created else "resumed"
     console.print(
-        f"study [bold]{config.study.name}[/bold] {verb} on {mask_url(config.study.storage)}"
+        f"study [bold]{escape(config.study.name)}[/bold] {verb} on {escape(mask_url(config.study.storage))}"
         f" ({added} trials planned now); dataset {dataset.path.name[:12]} ({len(dataset)} simulations,"
         f" {dataset.n_inputs} inputs); training on {device}"
     )
     return study, StudyContext(config, dataset, device, tracker, parent)
 
 
-def run(config: Config, console: Console, progress: bool = True) -> StudyReport:
-    """Run (or resume) the study to the end of its plan, then confirm and report."""
-    study, ctx = prepare(config, console, progress)
+def run(config: Config, console: Console, progress: bool = True, json_out: Path | None = None) -> StudyReport:
+    """Run (or resume) the study to the end of its plan, then confirm and report (``json_out``:
+    where the caller will write it as JSON, checked before anything runs)."""
+    study, ctx = prepare(config, console, progress, json_out)
     planned = int(study.user_attrs.get(ATTR_PLANNED_TRIALS, 0))
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -121,7 +126,7 @@ def run(config: Config, console: Console, progress: bool = True) -> StudyReport:
                 reason += f"{trial.user_attrs.get(ATTR_RESUMED_EPOCHS, 0)} epoch(s))"
             bar.console.print(
                 f"trial {trial.number} {trial.params.get('family')} depth {trial.params.get('depth')}: "
-                f"{trial.state.name} {config.target.metric}={value} {reason}".rstrip()
+                f"{trial.state.name} {config.target.metric}={value} {escape(reason)}".rstrip()
             )
 
         def on_wait(running: int) -> None:

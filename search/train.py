@@ -24,6 +24,7 @@ from neurosearch.spaces.base import Heads
 
 from .config import TrainingSection
 from .data import SplitTensors
+from .errors import UserError
 from .metrics import evaluate
 
 
@@ -48,7 +49,9 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("training.device asks for CUDA but no CUDA GPU is visible")
+            raise UserError(f"training.device is {name!r} but no CUDA GPU is visible (use 'auto' or 'cpu')")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"training.device is {name!r} but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

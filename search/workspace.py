@@ -8,7 +8,9 @@ readers without), a study by name through ``load_study``, and a file through
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,17 +147,38 @@ def open_storage(where: Config | str) -> RDBStorage:
     return storage
 
 
-def load_study(url: str, name: str) -> optuna.Study:
-    """An existing study, for reading (``report``, ``export``)."""
+@contextlib.contextmanager
+def _reading(url: str) -> Iterator[None]:
+    """A reader's storage call that fails (the database went away after opening, a schema
+    Optuna cannot read) is one line naming the masked URL."""
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(url))
+        yield
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        cause = exc.__cause__ or exc
+        reason = str(getattr(cause, "orig", None) or cause).strip()
+        raise UserError(f"cannot read the study storage {mask_url(url)}: "
+                        f"{reason.splitlines()[0] if reason else type(cause).__name__}") from None
+
+
+def _url(where: Config | str) -> str:
+    return where.study.storage if isinstance(where, Config) else where
+
+
+def load_study(where: Config | str, name: str) -> optuna.Study:
+    """An existing study, for reading (``report``, ``export``); ``where`` as in ``open_storage``."""
+    storage = open_storage(where)
+    try:
+        with _reading(_url(where)):
+            return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise UserError(f"no study named {name!r} in {mask_url(url)}") from None
+        raise UserError(f"no study named {name!r} in {mask_url(_url(where))}") from None
 
 
-def study_summaries(url: str) -> list[optuna.study.StudySummary]:
-    """Every study in the storage at ``url`` (``studies``)."""
-    return optuna.get_all_study_summaries(storage=open_storage(url))
+def study_summaries(where: Config | str) -> list[optuna.study.StudySummary]:
+    """Every study in the storage (``studies``); ``where`` as in ``open_storage``."""
+    storage = open_storage(where)
+    with _reading(_url(where)):
+        return optuna.get_all_study_summaries(storage=storage)
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

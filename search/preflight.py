@@ -1,0 +1,157 @@
+"""Everything that can fail before the simulation, checked in seconds before it starts.
+
+Simulating the dataset takes minutes; a wrong storage URL, an unreachable tracking
+store, a missing GPU or a folder that cannot be written must not be found after it.
+``preflight`` opens what a worker needs (the study storage, the tracking store, the
+training device) and tries every folder it will write, and each failure is one
+``UserError`` naming what and why.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import sqlalchemy
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.store.db.db_types import DATABASE_ENGINES
+from optuna.storages import RDBStorage
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from .config import Config
+from .errors import UserError, mask_url
+from .tracking import Tracker
+from .train import resolve_device
+from .workspace import Workspace, open_storage
+
+#: seconds a probe waits for a store that does not answer (a wrong host, a firewall)
+PROBE_TIMEOUT_S = 5
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What the preflight opened, for the run to use (nothing is opened twice)."""
+
+    storage: RDBStorage
+    tracker: Tracker
+    device: torch.device
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of what went wrong underneath (the driver's error, the socket's)."""
+    cause = getattr(exc, "orig", None) or getattr(exc, "reason", None) or exc  # SQLAlchemy's, urllib's
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+def writable_folder(folder: Path, what: str) -> Path:
+    """``folder``, created if missing, after writing a file in it: the only test that holds
+    for root, read-only mounts and full disks alike (``os.access`` trusts the mode bits)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {folder} is not writable: {exc.strerror or exc}") from None
+    return folder
+
+
+def writable_file(path: Path, what: str) -> Path:
+    """A file the command will write at its end: its folder must exist and take a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{what} {path}: the folder {path.parent} does not exist")
+    writable_folder(path.parent, f"the folder of {what}")
+    return path
+
+
+def _sqlite_folder(url: str) -> Path | None:
+    """The folder of a SQLite database file (SQLite writes its journal beside it)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).parent
+
+
+def _probe_database(url: str) -> None:
+    """Connect once with a short timeout and read the table list (as MLflow does before it
+    retries for a minute and a half)."""
+    parsed = make_url(url)
+    timeout_drivers = ("postgresql", "mysql")  # libpq's and MySQL's connect_timeout
+    connect_args = {"connect_timeout": PROBE_TIMEOUT_S} if parsed.get_backend_name() in timeout_drivers else {}
+    engine = sqlalchemy.create_engine(parsed, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        sqlalchemy.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def _probe_server(url: str) -> None:
+    """Any HTTP answer means the tracking server is there; MLflow's own client then
+    handles authentication and retries a blip."""
+    try:
+        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:  # an answer, if not the one hoped for
+        pass
+
+
+def check_tracking(uri: str, artifacts: str) -> None:
+    """The tracking store answers and its local folders take files, within seconds.
+
+    Only a store that is simply wrong fails here; once it has answered, a later outage
+    is waited out by ``tracking.PATIENT``."""
+    where = mask_url(uri)
+    scheme = urlsplit(uri).scheme.lower()
+    try:
+        if scheme in ("http", "https"):
+            _probe_server(uri)
+        elif scheme.split("+")[0] in DATABASE_ENGINES:
+            folder = _sqlite_folder(uri)
+            if folder is not None:
+                writable_folder(folder, "the tracking store's folder")
+            _probe_database(uri)
+        elif scheme in ("", "file"):
+            writable_folder(Path(urlsplit(uri).path if scheme == "file" else uri), "the tracking store")
+        # any other scheme (databricks, a plugin's) is MLflow's to open: ``open_tracker``
+    except (SQLAlchemyError, ImportError, OSError) as exc:  # urllib's URLError is an OSError
+        raise UserError(f"cannot reach the tracking store {where}: {_reason(exc)}") from None
+    if "://" not in artifacts:
+        writable_folder(Path(artifacts), "the artifact folder")
+
+
+def open_tracker(config: Config) -> Tracker:
+    """The study's MLflow experiment, after ``check_tracking``; a store that answers but
+    refuses (a bad schema, no permission) is one line too."""
+    check_tracking(config.tracking.uri, config.tracking.artifacts)
+    try:
+        return Tracker(config.tracking.uri, config.tracking.artifacts, config.experiment_name)
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        raise UserError(f"cannot open the tracking store {mask_url(config.tracking.uri)}: {_reason(exc)}") from None
+
+
+def preflight(config: Config, json_out: Path | None = None) -> Ready:
+    """Check, in seconds and before any simulation, everything a run needs: the report
+    file's folder, ``work_dir``, the study storage, the tracking store and the device."""
+    if json_out is not None:
+        writable_file(json_out, "--json")
+    writable_folder(Workspace.of(config).work_dir, "work_dir")
+    folder = _sqlite_folder(config.study.storage)
+    if folder is not None:
+        writable_folder(folder, "the study storage's folder")
+    storage = open_storage(config)
+    device = resolve_device(config.training.device)
+    return Ready(storage, open_tracker(config), device)
