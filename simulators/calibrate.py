@@ -9,7 +9,9 @@ level (the same probe stimuli at every level, so the curve is smooth); the level
 which the cell fires at ``output_rate_hz[0]`` and ``output_rate_hz[1]`` (log-log
 interpolation) become the stimulus' ``rate_scale``. The result depends only on the cell,
 the stimulus, the discard and the seed; it is cached beside the datasets so a dataset
-that grows, or another split of the same cell, reuses it.
+that grows, or another split of the same cell, reuses it. Alongside the first probes
+runs one simulation without any input: a cell that fires there fires on its own, and no
+drive can set its rate (the user's builder is wrong, and the error says so).
 """
 
 from __future__ import annotations
@@ -102,9 +104,10 @@ def calibrate(
 
     quiet = pool.submit(worker.spontaneous_spikes, probe_setup)  # alongside the first probes
     measure(list(FIRST_LEVELS))
-    if quiet.result():
+    spontaneous = quiet.result()
+    if spontaneous:
         raise SimulatorError(
-            f"{_who(spec)} fires {quiet.result()} spikes in {PROBE_MS / 1000:g} s without any input, so no drive "
+            f"{_who(spec)} fires {spontaneous} spikes in {PROBE_MS / 1000:g} s without any input, so no drive "
             "can set its rate: make it rest below CellModel.spike_threshold without input (check v_init, leak "
             "reversal and channel densities; no current clamp left in keep)"
         )

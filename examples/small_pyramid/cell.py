@@ -35,7 +35,6 @@ def build(morphology: Path | None) -> CellModel:
     soma = h.soma[0]
     dendrites = [sec for sec in h.allsec() if sec != soma]  # dend[0], dend[1], apic[0..2]
 
-    h.distance(0, soma(0.5))
     soma.insert("hh")
     soma.insert("ex_ih")
     for sec in dendrites:
@@ -46,7 +45,7 @@ def build(morphology: Path | None) -> CellModel:
         for seg in sec:
             seg.pas.g, seg.pas.e = 1 / 10000, V_REST
             # Ih grows with distance from the soma, as in layer-5 pyramidal cells
-            seg.ex_ih.gbar = 0.00005 * (1 + h.distance(seg) / 200)
+            seg.ex_ih.gbar = 0.00005 * (1 + h.distance(soma(0.5), seg) / 200)
     for sec in (soma, *dendrites):
         sec.Ra = 100.0
 
