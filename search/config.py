@@ -270,4 +270,9 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> Config
     )
     if "://" not in config.tracking.artifacts:
         config.tracking.artifacts = str(_resolve(base, config.tracking.artifacts))
+    custom = config.simulator.custom
+    if custom is not None:  # a user's cell: its files live beside the config, wherever it is run from
+        custom.builder = f"{_resolve(base, custom.builder_file)}:{custom.builder_function}"
+        custom.mechanisms = _resolve(base, custom.mechanisms) if custom.mechanisms else None
+        custom.morphology = _resolve(base, custom.morphology) if custom.morphology else None
     return config

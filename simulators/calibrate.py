@@ -9,7 +9,9 @@ level (the same probe stimuli at every level, so the curve is smooth); the level
 which the cell fires at ``output_rate_hz[0]`` and ``output_rate_hz[1]`` (log-log
 interpolation) become the stimulus' ``rate_scale``. The result depends only on the cell,
 the stimulus, the discard and the seed; it is cached beside the datasets so a dataset
-that grows, or another split of the same cell, reuses it.
+that grows, or another split of the same cell, reuses it. Alongside the first probes
+runs one simulation without any input: a cell that fires there fires on its own, and no
+drive can set its rate (the user's builder is wrong, and the error says so).
 """
 
 from __future__ import annotations
@@ -100,7 +102,15 @@ def calibrate(
             rates[level] = float(np.mean(counts)) / (PROBE_MS / 1000.0)
             silent[level] = float(np.mean(np.asarray(counts) == 0))
 
+    quiet = pool.submit(worker.spontaneous_spikes, probe_setup)  # alongside the first probes
     measure(list(FIRST_LEVELS))
+    spontaneous = quiet.result()
+    if spontaneous:
+        raise SimulatorError(
+            f"{_who(spec)} fires {spontaneous} spikes in {PROBE_MS / 1000:g} s without any input, so no drive "
+            "can set its rate: make it rest below CellModel.spike_threshold without input (check v_init, leak "
+            "reversal and channel densities; no current clamp left in keep)"
+        )
     while max(rates.values()) < high_hz and max(rates) < LIMITS[1] and rates[max(rates)] >= max(rates.values()):
         measure([max(rates) * 2, max(rates) * 4])  # (a cell whose rate already falls with more drive stops here)
     while min(rates.values()) > low_hz and min(rates) > LIMITS[0]:
@@ -110,14 +120,17 @@ def calibrate(
     curve = np.array([rates[level] for level in levels])
     if curve.max() < low_hz:
         raise SimulatorError(
-            f"model {spec.model!r} fires at most {curve.max():.2f} Hz even at {levels.max():g}× the nominal input "
-            f"rates, below the calibration's lowest target of {low_hz:g} Hz: check its synapse weights, spike "
-            "threshold and input sites (or lower [simulator.stimulus] output_rate_hz)"
+            f"{_who(spec)} fires at most {curve.max():.2f} Hz even at {levels.max():g}× the nominal input rates, "
+            f"below the calibration's lowest target of {low_hz:g} Hz: make its inputs stronger (CellModel "
+            "ampa_weight/nmda_weight in µS, a lower gaba_weight, more sites) or check that its spikes cross "
+            "CellModel.spike_threshold at soma(0.5) (or lower [simulator.stimulus] output_rate_hz)"
         )
     if curve.min() > high_hz:
         raise SimulatorError(
-            f"model {spec.model!r} fires at {curve.min():.1f} Hz even at {levels.min():g}× the nominal input rates, "
-            f"above the calibration's highest target of {high_hz:g} Hz: does it fire without input?"
+            f"{_who(spec)} fires at {curve.min():.1f} Hz even at {levels.min():g}× the nominal input rates, "
+            f"above the calibration's highest target of {high_hz:g} Hz: make its inputs weaker (CellModel "
+            "ampa_weight/nmda_weight, a higher gaba_weight) or its soma less excitable "
+            "(or raise [simulator.stimulus] output_rate_hz)"
         )
     # A cell that saturates below the high target (more drive, more inhibition too) gets
     # the drive of its peak rate as the high end, never the far end of the grid.
@@ -134,6 +147,11 @@ def calibrate(
         "probe_ms": PROBE_MS,
         "wall_s": round(time.perf_counter() - started, 2),
     }
+
+
+def _who(spec: SimulationSpec) -> str:
+    """The cell as the user named it: the builder for a custom model."""
+    return f"custom model builder {spec.custom.builder}" if spec.custom is not None else f"model {spec.model!r}"
 
 
 def cached_calibration(cache_dir: Path, spec: SimulationSpec) -> tuple[Path, dict[str, Any] | None]:

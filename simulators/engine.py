@@ -60,8 +60,6 @@ class CellRunner:
     def __init__(self, cell: CellModel) -> None:
         from neuron import h
 
-        if not cell.sites:
-            raise SimulatorError("the cell model has no input sites")
         self.h = h
         self._pc = h.ParallelContext()  # psolve: the whole run in compiled code, no hoc loop per step
         self.cell = cell
@@ -98,8 +96,6 @@ class CellRunner:
         x = np.array([seg.x for seg, _ in sites], dtype=np.float64)
         dist = np.array([h.distance(origin, seg) for seg, _ in sites], dtype=np.float64)
         group = np.array([b for _, b in sites], dtype=np.int32)
-        if (group < 0).any():
-            raise SimulatorError("branch ids of input sites must be non-negative integers")
         n = len(sites)
         return InputTable(
             kind=np.repeat(np.array([EXCITATORY, INHIBITORY], dtype=np.int8), n),

@@ -28,7 +28,6 @@ BUNDLED_MECHANISMS = Path(__file__).resolve().parent / "mechanisms"
 
 SOURCE_SUFFIXES = (".mod", ".inc", ".h", ".hpp", ".c", ".cpp")
 LIBRARY_NAME = "libnrnmech.so"
-OUTPUT_TAIL_LINES = 20
 
 compile_count = 0
 """How many times this process actually ran nrnivmodl (cache misses); for tests and logs."""
@@ -80,22 +79,37 @@ def _nrnivmodl() -> str:
     return found
 
 
-def _output_tail(text: str) -> str:
-    """Last lines of nrnivmodl's output, without colour codes or the wrapper's own traceback."""
-    lines = _ANSI.sub("", text).rstrip().splitlines()
+_NMODL_ERROR = re.compile(r"Error: (?P<what>.*?) at line (?P<line>\d+) in file (?P<file>\S+)")
+_COMPILER_ERROR = re.compile(r"(?P<file>[^\s:]+)\.(?:cpp|c):(?P<line>\d+):(?:\d+:)? (?:fatal )?error: (?P<what>.*)")
+
+
+def first_error(output: str) -> str:
+    """nrnivmodl's first diagnosis in one line: the .mod file, the line and what is wrong.
+
+    NMODL's translator reports ``Error: … at line N in file x.mod`` followed by the
+    offending source line; a C++ error in the code generated from ``x.mod`` (often its
+    VERBATIM block) is reported against ``x.cpp``, so the .mod file is named instead."""
+    lines = [line.strip() for line in _ANSI.sub("", output).splitlines()]
     for k, line in enumerate(lines):
-        if line.startswith("Traceback (most recent call last)"):
-            lines = lines[:k]
-            break
-    return "\n".join(lines[-OUTPUT_TAIL_LINES:])
+        found = _NMODL_ERROR.search(line)
+        if found:
+            kind = lines[k - 1].rstrip(":") + ": " if k and lines[k - 1].endswith("error:") else ""
+            source = f' ("{lines[k + 1]}")' if k + 1 < len(lines) and lines[k + 1] else ""
+            return f"{found['file']} line {found['line']}: {kind}{found['what']}{source}"
+        found = _COMPILER_ERROR.search(line)
+        if found:
+            mod = Path(found["file"]).name + ".mod"
+            return f"{mod} (line {found['line']} of the C++ made from it): {found['what']}"
+    errors = [line for line in lines if "error" in line.lower() and not line.startswith(("make:", "Traceback"))]
+    return errors[0] if errors else next((line for line in reversed(lines) if line), "no output")
 
 
 def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
     """Compile ``folder``'s mechanisms (once) and return the cached build folder.
 
     The returned folder is what ``neuron.load_mechanisms`` expects (it holds
-    ``<machine>/libnrnmech.so``). Raises ``SimulatorError`` with nrnivmodl's output
-    when the folder does not compile.
+    ``<machine>/libnrnmech.so``). Raises ``SimulatorError`` with nrnivmodl's first
+    error when the folder does not compile (its whole output goes to a log file).
     """
     global compile_count
     folder = Path(folder).expanduser().resolve()
@@ -123,9 +137,11 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
                 [_nrnivmodl()], cwd=build, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
             if proc.returncode != 0 or not _library(build).exists():
+                log = parent / f"failed-{key}.log"
+                log.write_text(proc.stdout)
                 raise SimulatorError(
-                    f"NEURON mechanisms in {folder} failed to compile (nrnivmodl exit code "
-                    f"{proc.returncode}); last lines of its output:\n{_output_tail(proc.stdout)}"
+                    f"NEURON mechanisms in {folder} failed to compile: {first_error(proc.stdout)} "
+                    f"(nrnivmodl's whole output: {log})"
                 )
             (build / "SOURCE").write_text(f"{folder}\n")
             if target.exists():  # a stale, incomplete leftover: replace it

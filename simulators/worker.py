@@ -65,6 +65,15 @@ def count_spikes(setup: WorkerSetup, seed: int) -> int:
     return int(simulate(setup, -1, seed)["arrays"]["output_spikes"].size)
 
 
+def spontaneous_spikes(setup: WorkerSetup) -> int:
+    """Output spikes after the discard of one simulation without any input: a cell that
+    fires here fires on its own, whatever the drive."""
+    runner = runner_for(setup)
+    none = np.zeros(0, dtype=np.int64)
+    spike_times = runner.run(none, none.astype(np.float64), setup.duration_ms).spike_times
+    return int(np.sum(spike_times >= setup.discard_ms))
+
+
 def simulate(setup: WorkerSetup, index: int, seed: int) -> dict:
     """Run simulation ``index`` (stimulus drawn from ``seed``); everything before
     ``discard_ms`` is dropped and times are re-based to the end of the discard."""
