@@ -186,7 +186,8 @@ def _start_manifest(spec: SimulationSpec, key: str, folder: Path) -> dict:
 
 def _worker_setup(spec: SimulationSpec) -> worker.WorkerSetup:
     """Compile mechanisms here (once, before any worker starts) and describe the cell for workers."""
-    build_dirs = [nmodl.compile_mechanisms(nmodl.BUNDLED_MECHANISMS)]
+    coreneuron = spec.integrator == "coreneuron"
+    build_dirs = [nmodl.compile_mechanisms(nmodl.bundled_mechanisms(spec.integrator), coreneuron=coreneuron)]
     builder = morphology = None
     if spec.custom is not None:
         custom = spec.custom
@@ -202,6 +203,8 @@ def _worker_setup(spec: SimulationSpec) -> worker.WorkerSetup:
         stimulus=spec.stimulus,
         duration_ms=spec.duration_ms,
         discard_ms=spec.discard_ms,
+        integrator=spec.integrator,
+        cvode_atol=spec.cvode_atol,
     )
 
 

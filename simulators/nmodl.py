@@ -24,10 +24,13 @@ from .errors import SimulatorError
 from .locking import exclusive_lock
 
 BUNDLED_MECHANISMS = Path(__file__).resolve().parent / "mechanisms"
-"""The ns_AMPA / ns_NMDA / ns_GABAA synapses shipped with neurosearch."""
+"""The ns_AMPA / ns_NMDA / ns_GABAA synapses shipped with neurosearch (fixed step, also CoreNEURON)."""
+CVODE_MECHANISMS = Path(__file__).resolve().parent / "mechanisms_cvode"
+"""The same synapses with their decay as STATEs (what CVode needs); 1.8x slower at fixed step."""
 
 SOURCE_SUFFIXES = (".mod", ".inc", ".h", ".hpp", ".c", ".cpp")
 LIBRARY_NAME = "libnrnmech.so"
+CORENEURON_LIBRARY_NAME = "libcorenrnmech.so"
 OUTPUT_TAIL_LINES = 20
 
 compile_count = 0
@@ -69,8 +72,19 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def bundled_mechanisms(integrator: str) -> Path:
+    """The synapse folder for ``integrator``: CVode needs the STATE form, the others the faster one."""
+    return CVODE_MECHANISMS if integrator == "cvode" else BUNDLED_MECHANISMS
+
+
 def _library(build_dir: Path) -> Path:
     return build_dir / platform.machine() / LIBRARY_NAME
+
+
+def coreneuron_library(build_dir: Path) -> Path | None:
+    """The CoreNEURON mechanism library of a build made with ``coreneuron=True`` (else None)."""
+    path = build_dir / platform.machine() / CORENEURON_LIBRARY_NAME
+    return path if path.exists() else None
 
 
 def _nrnivmodl() -> str:
@@ -90,12 +104,13 @@ def _output_tail(text: str) -> str:
     return "\n".join(lines[-OUTPUT_TAIL_LINES:])
 
 
-def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
+def compile_mechanisms(folder: Path | str, root: Path | None = None, *, coreneuron: bool = False) -> Path:
     """Compile ``folder``'s mechanisms (once) and return the cached build folder.
 
     The returned folder is what ``neuron.load_mechanisms`` expects (it holds
-    ``<machine>/libnrnmech.so``). Raises ``SimulatorError`` with nrnivmodl's output
-    when the folder does not compile.
+    ``<machine>/libnrnmech.so``). ``coreneuron``: build with ``nrnivmodl -coreneuron``,
+    which adds ``<machine>/libcorenrnmech.so`` for CoreNEURON. Raises ``SimulatorError``
+    with nrnivmodl's output when the folder does not compile.
     """
     global compile_count
     folder = Path(folder).expanduser().resolve()
@@ -105,7 +120,7 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
     if not any(p.suffix == ".mod" for p in sources):
         raise SimulatorError(f"mechanism folder {folder} holds no .mod files")
     key = hashlib.sha256(
-        f"{folder_digest(folder)}|neuron {neuron_version()}|{platform.machine()}".encode()
+        f"{folder_digest(folder)}|neuron {neuron_version()}|{platform.machine()}{'|coreneuron' * coreneuron}".encode()
     ).hexdigest()[:20]
     parent = (root or cache_root()) / "mechanisms"
     target = parent / key
@@ -120,12 +135,12 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
             for path in sources:
                 shutil.copy2(path, build / path.name)
             proc = subprocess.run(
-                [_nrnivmodl()], cwd=build, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                [_nrnivmodl(), *(["-coreneuron"] if coreneuron else [])], cwd=build, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-            if proc.returncode != 0 or not _library(build).exists():
+            if proc.returncode != 0 or not _library(build).exists() or (coreneuron and not coreneuron_library(build)):
                 raise SimulatorError(
-                    f"NEURON mechanisms in {folder} failed to compile (nrnivmodl exit code "
-                    f"{proc.returncode}); last lines of its output:\n{_output_tail(proc.stdout)}"
+                    f"NEURON mechanisms in {folder} failed to compile{' for CoreNEURON' * coreneuron} (nrnivmodl "
+                    f"exit code {proc.returncode}); last lines of its output:\n{_output_tail(proc.stdout)}"
                 )
             (build / "SOURCE").write_text(f"{folder}\n")
             if target.exists():  # a stale, incomplete leftover: replace it
