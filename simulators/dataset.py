@@ -186,15 +186,19 @@ def _start_manifest(spec: SimulationSpec, key: str, folder: Path) -> dict:
 
 def _worker_setup(spec: SimulationSpec) -> worker.WorkerSetup:
     """Compile mechanisms here (once, before any worker starts) and describe the cell for workers."""
-    coreneuron = spec.integrator == "coreneuron"
-    build_dirs = [nmodl.compile_mechanisms(nmodl.bundled_mechanisms(spec.integrator), coreneuron=coreneuron)]
+    folders = [nmodl.bundled_mechanisms(spec.integrator)]
     builder = morphology = None
     if spec.custom is not None:
         custom = spec.custom
         if custom.mechanisms is not None:
-            build_dirs.append(nmodl.compile_mechanisms(custom.mechanisms.expanduser()))
+            folders.append(custom.mechanisms.expanduser())
         builder = f"{custom.builder_file.resolve()}:{custom.builder_function}"
         morphology = str(custom.morphology.expanduser().resolve()) if custom.morphology else None
+    if spec.integrator == "coreneuron":  # CoreNEURON loads one mechanism library: all folders in one build
+        build_dirs = [nmodl.compile_mechanisms(nmodl.merged_sources(folders) if len(folders) > 1 else folders[0],
+                                               coreneuron=True)]
+    else:
+        build_dirs = [nmodl.compile_mechanisms(folder) for folder in folders]
     return worker.WorkerSetup(
         model=spec.model,
         builder=builder,

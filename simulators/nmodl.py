@@ -153,6 +153,32 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None, *, coreneur
     return target
 
 
+def merged_sources(folders: list[Path], root: Path | None = None) -> Path:
+    """One cached folder holding the sources of all ``folders``: CoreNEURON loads a single
+    mechanism library per process, so the bundled synapses and a custom cell's channels
+    are compiled together for it."""
+    files: dict[str, Path] = {}
+    for folder in folders:
+        for path in source_files(folder):
+            if path.name in files and files[path.name].read_bytes() != path.read_bytes():
+                raise SimulatorError(f"mechanism file {path.name} is in both {files[path.name].parent} and {folder}")
+            files[path.name] = path
+    key = hashlib.sha256("|".join(folder_digest(f) for f in folders).encode()).hexdigest()[:20]
+    parent = (root or cache_root()) / "sources"
+    target = parent / key
+    if target.is_dir():
+        return target
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent))
+    for name, path in files.items():
+        shutil.copy2(path, staging / name)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process made it first: same content
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def load_compiled(build_dir: Path) -> None:
     """Load an already compiled build folder into this process's NEURON, once."""
     build_dir = Path(build_dir)

@@ -164,9 +164,6 @@ class SimulationSpec(BaseModel):
             raise ValueError("discard_ms must be smaller than duration_ms")
         if (self.model == "custom") != (self.custom is not None):
             raise ValueError('a [simulator.custom] section is required exactly when model = "custom"')
-        if self.integrator == "coreneuron" and self.custom is not None and self.custom.mechanisms is not None:
-            # CoreNEURON loads one mechanism library per process, not one per folder
-            raise ValueError('integrator = "coreneuron" does not support [simulator.custom] mechanisms yet')
         empty = [name for name, ids in self.split_indices().items() if not ids]
         if empty:
             raise ValueError(

@@ -22,9 +22,6 @@ def test_integrator_is_validated() -> None:
         SimulationSpec(integrator="euler")
     with pytest.raises(ValidationError, match="cvode_atol"):
         SimulationSpec(integrator="cvode", cvode_atol=0)
-    custom = {"builder": __file__ + ":build", "mechanisms": str(Path(__file__).parent)}
-    with pytest.raises(ValidationError, match='integrator = "coreneuron" does not support'):
-        SimulationSpec(model="custom", custom=custom, integrator="coreneuron")
 
 
 def test_integrator_is_part_of_the_dataset_hash() -> None:
@@ -75,3 +72,16 @@ def test_integrator_matches_fixed_step(integrator: str, fixed_step, tmp_path: Pa
             np.testing.assert_allclose(got.voltage, ref.voltage, atol=1e-3)
     assert n_ref >= 10  # the comparison saw spikes
     assert n_matched >= 0.8 * max(n_ref, n_got)
+
+
+def test_coreneuron_sources_merge_into_one_folder(tmp_path: Path) -> None:
+    """CoreNEURON loads one mechanism library: a custom cell's channels join the bundled synapses."""
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "chan.mod").write_text("NEURON { SUFFIX ns_test_chan }\n")
+    merged = nmodl.merged_sources([nmodl.BUNDLED_MECHANISMS, own], tmp_path / "cache")
+    assert sorted(p.name for p in merged.iterdir()) == ["ampa.mod", "chan.mod", "gabaa.mod", "nmda.mod"]
+    assert nmodl.merged_sources([nmodl.BUNDLED_MECHANISMS, own], tmp_path / "cache") == merged  # cached
+    (own / "ampa.mod").write_text("NEURON { POINT_PROCESS ns_AMPA }\n")  # a different file of the same name
+    with pytest.raises(SimulatorError, match="ampa.mod is in both"):
+        nmodl.merged_sources([nmodl.BUNDLED_MECHANISMS, own], tmp_path / "cache")
