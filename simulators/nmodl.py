@@ -26,11 +26,12 @@ from .locking import exclusive_lock
 BUNDLED_MECHANISMS = Path(__file__).resolve().parent / "mechanisms"
 """The ns_AMPA / ns_NMDA / ns_GABAA synapses shipped with neurosearch (fixed step, also CoreNEURON)."""
 CVODE_MECHANISMS = Path(__file__).resolve().parent / "mechanisms_cvode"
-"""The same synapses with their decay as STATEs (what CVode needs); 1.8x slower at fixed step."""
+"""The same synapses with their decay as STATEs (what CVode needs); ~1.8x slower at fixed step on l5pc."""
 
 SOURCE_SUFFIXES = (".mod", ".inc", ".h", ".hpp", ".c", ".cpp")
 LIBRARY_NAME = "libnrnmech.so"
 CORENEURON_LIBRARY_NAME = "libcorenrnmech.so"
+FOR_CORENEURON = ' for CoreNEURON (integrator = "fixed" runs them without it)'
 OUTPUT_TAIL_LINES = 20
 
 compile_count = 0
@@ -119,8 +120,9 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None, *, coreneur
     sources = source_files(folder)
     if not any(p.suffix == ".mod" for p in sources):
         raise SimulatorError(f"mechanism folder {folder} holds no .mod files")
+    flavour = "|coreneuron" if coreneuron else ""
     key = hashlib.sha256(
-        f"{folder_digest(folder)}|neuron {neuron_version()}|{platform.machine()}{'|coreneuron' * coreneuron}".encode()
+        f"{folder_digest(folder)}|neuron {neuron_version()}|{platform.machine()}{flavour}".encode()
     ).hexdigest()[:20]
     parent = (root or cache_root()) / "mechanisms"
     target = parent / key
@@ -135,11 +137,12 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None, *, coreneur
             for path in sources:
                 shutil.copy2(path, build / path.name)
             proc = subprocess.run(
-                [_nrnivmodl(), *(["-coreneuron"] if coreneuron else [])], cwd=build, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                [_nrnivmodl(), *(["-coreneuron"] if coreneuron else [])],
+                cwd=build, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )
             if proc.returncode != 0 or not _library(build).exists() or (coreneuron and not coreneuron_library(build)):
                 raise SimulatorError(
-                    f"NEURON mechanisms in {folder} failed to compile{' for CoreNEURON' * coreneuron} (nrnivmodl "
+                    f"NEURON mechanisms in {folder} failed to compile{FOR_CORENEURON if coreneuron else ''} (nrnivmodl "
                     f"exit code {proc.returncode}); last lines of its output:\n{_output_tail(proc.stdout)}"
                 )
             (build / "SOURCE").write_text(f"{folder}\n")
