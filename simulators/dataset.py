@@ -200,14 +200,19 @@ def _start_record(spec: SimulationSpec, key: str, path: Path, cache_dir: Path) -
 
 def _worker_setup(spec: SimulationSpec) -> worker.WorkerSetup:
     """Compile mechanisms here (once, before any worker starts) and describe the cell for workers."""
-    build_dirs = [nmodl.compile_mechanisms(nmodl.BUNDLED_MECHANISMS)]
+    folders = [nmodl.bundled_mechanisms(spec.integrator)]
     builder = morphology = None
     if spec.custom is not None:
         custom = spec.custom
         if custom.mechanisms is not None:
-            build_dirs.append(nmodl.compile_mechanisms(custom.mechanisms.expanduser()))
+            folders.append(custom.mechanisms.expanduser())
         builder = f"{custom.builder_file.resolve()}:{custom.builder_function}"
         morphology = str(custom.morphology.expanduser().resolve()) if custom.morphology else None
+    if spec.integrator == "coreneuron":  # CoreNEURON loads one mechanism library: all folders in one build
+        build_dirs = [nmodl.compile_mechanisms(nmodl.merged_sources(folders) if len(folders) > 1 else folders[0],
+                                               coreneuron=True)]
+    else:
+        build_dirs = [nmodl.compile_mechanisms(folder) for folder in folders]
     return worker.WorkerSetup(
         model=spec.model,
         builder=builder,
@@ -216,6 +221,8 @@ def _worker_setup(spec: SimulationSpec) -> worker.WorkerSetup:
         stimulus=spec.stimulus,
         duration_ms=spec.duration_ms,
         discard_ms=spec.discard_ms,
+        integrator=spec.integrator,
+        cvode_atol=spec.cvode_atol,
     )
 
 

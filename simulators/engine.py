@@ -3,6 +3,13 @@
 Separate from the cell builders so every cell (bundled or custom) gets the same input
 placement, recording at 1 ms and somatic spike detection. Input ``k < n_sites`` is the
 excitatory input of site ``k``; input ``n_sites + k`` its inhibitory input.
+
+Three integrators give the same answer to within their accuracy (bench/RESULTS.md):
+``fixed`` (NEURON's fixed step at the cell's dt), ``cvode`` (variable step; input events
+interrupt it at their exact times, the 1 ms samples are interpolated by CVode itself and
+threshold crossings are interpolated too, ``condition_order(2)``) and ``coreneuron``
+(the same fixed step in CoreNEURON, which cannot return Dt-sampled or NetCon-recorded
+vectors: it records every step and reports spikes through a gid).
 """
 
 from __future__ import annotations
@@ -57,12 +64,16 @@ def _standard_synapses(h, cell: CellModel, seg, kind: str) -> list[tuple[object,
 class CellRunner:
     """A cell with its synapses, NetCons and recorders in place; runs many stimuli."""
 
-    def __init__(self, cell: CellModel) -> None:
+    def __init__(self, cell: CellModel, integrator: str = "fixed", cvode_atol: float = 1e-3) -> None:
         from neuron import h
 
         self.h = h
         self._pc = h.ParallelContext()  # psolve: the whole run in compiled code, no hoc loop per step
         self.cell = cell
+        self.integrator, self.cvode_atol = integrator, cvode_atol
+        self._steps_per_ms = round(1.0 / cell.dt)
+        if integrator == "coreneuron" and abs(self._steps_per_ms * cell.dt - 1.0) > 1e-9:
+            raise SimulatorError(f"integrator = \"coreneuron\" needs a cell dt that divides 1 ms (got {cell.dt})")
         self.synapses: list[object] = []
         self.netcons: list[list[object]] = []  # per input: the NetCons that share its spike train
         for kind in ("exc", "inh"):
@@ -76,7 +87,8 @@ class CellRunner:
                 for syn, weight in made:
                     nc = h.NetCon(None, syn)
                     nc.weight[0] = weight
-                    nc.delay = 0
+                    # nc.event(t) delivers at t whatever the delay; CoreNEURON needs a positive one
+                    nc.delay = 1.0 if integrator == "coreneuron" else 0
                     self.synapses.append(syn)
                     ncs.append(nc)
                 self.netcons.append(ncs)
@@ -84,10 +96,29 @@ class CellRunner:
         self._spike_detector = h.NetCon(soma_seg._ref_v, None, sec=cell.soma)
         self._spike_detector.threshold = cell.spike_threshold
         self._spikes = h.Vector()
-        self._spike_detector.record(self._spikes)
         self._voltage = h.Vector()
-        self._voltage.record(soma_seg._ref_v, 1.0)
+        if integrator == "coreneuron":
+            self._pc.gid_clear()  # one cell per process: gid 0 is this runner's
+            self._pc.set_gid2node(0, self._pc.id())
+            self._pc.cell(0, self._spike_detector)
+            self._pc.spike_record(0, self._spikes, h.Vector())
+            self._voltage.record(soma_seg._ref_v)  # every step; sampled at whole ms after the run
+        else:
+            self._spike_detector.record(self._spikes)
+            self._voltage.record(soma_seg._ref_v, 1.0)
         self.inputs = self._input_table()
+
+    def _configure_integrator(self) -> None:
+        """Switch NEURON to this runner's method; a mechanism that cannot run with it is the user's to fix."""
+        cvode = self.h.CVode()
+        try:
+            cvode.active(int(self.integrator == "cvode"))
+        except RuntimeError as exc:  # e.g. "ns_AMPA cannot be used with CVODE": a fixed-step-only mechanism
+            raise SimulatorError(f"integrator = \"cvode\": NEURON refuses this cell: {exc}") from None
+        if self.integrator == "cvode":
+            cvode.atol(self.cvode_atol)
+            cvode.condition_order(2)  # spike times interpolated within a step, not the step's end
+        cvode.cache_efficient(int(self.integrator == "coreneuron"))  # CoreNEURON needs it
 
     def _input_table(self) -> InputTable:
         h, sites = self.h, self.cell.sites
@@ -112,7 +143,7 @@ class CellRunner:
     def run(self, input_index: np.ndarray, input_ms: np.ndarray, duration_ms: int) -> RunResult:
         """Simulate ``duration_ms`` with input ``input_index[j]`` firing at ``input_ms[j]`` ms."""
         h, cell = self.h, self.cell
-        h.CVode().active(0)  # the ns_ synapses are written for the fixed-step method
+        self._configure_integrator()
         h.dt = cell.dt
         if cell.celsius is not None:
             h.celsius = cell.celsius
@@ -122,8 +153,15 @@ class CellRunner:
         for k, t in zip(input_index.tolist(), input_ms.tolist()):
             for nc in netcons[k]:
                 nc.event(t)
-        self._pc.psolve(duration_ms)
-        voltage = self._voltage.as_numpy()
+        if self.integrator == "coreneuron":
+            from neuron import coreneuron
+
+            with coreneuron(enable=True, verbose=0):
+                self._pc.psolve(duration_ms)
+            voltage = self._voltage.as_numpy()[:: self._steps_per_ms]
+        else:
+            self._pc.psolve(duration_ms)
+            voltage = self._voltage.as_numpy()
         if voltage.size < duration_ms:
             raise SimulatorError(f"recorded {voltage.size} voltage samples for a {duration_ms} ms run")
         return RunResult(

@@ -24,10 +24,14 @@ from .errors import SimulatorError
 from .locking import exclusive_lock
 
 BUNDLED_MECHANISMS = Path(__file__).resolve().parent / "mechanisms"
-"""The ns_AMPA / ns_NMDA / ns_GABAA synapses shipped with neurosearch."""
+"""The ns_AMPA / ns_NMDA / ns_GABAA synapses shipped with neurosearch (fixed step, also CoreNEURON)."""
+CVODE_MECHANISMS = Path(__file__).resolve().parent / "mechanisms_cvode"
+"""The same synapses with their decay as STATEs (what CVode needs); ~1.8x slower at fixed step on l5pc."""
 
 SOURCE_SUFFIXES = (".mod", ".inc", ".h", ".hpp", ".c", ".cpp")
 LIBRARY_NAME = "libnrnmech.so"
+CORENEURON_LIBRARY_NAME = "libcorenrnmech.so"
+FOR_CORENEURON = ' for CoreNEURON (integrator = "fixed" runs them without it)'
 
 compile_count = 0
 """How many times this process actually ran nrnivmodl (cache misses); for tests and logs."""
@@ -68,8 +72,19 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def bundled_mechanisms(integrator: str) -> Path:
+    """The synapse folder for ``integrator``: CVode needs the STATE form, the others the faster one."""
+    return CVODE_MECHANISMS if integrator == "cvode" else BUNDLED_MECHANISMS
+
+
 def _library(build_dir: Path) -> Path:
     return build_dir / platform.machine() / LIBRARY_NAME
+
+
+def coreneuron_library(build_dir: Path) -> Path | None:
+    """The CoreNEURON mechanism library of a build made with ``coreneuron=True`` (else None)."""
+    path = build_dir / platform.machine() / CORENEURON_LIBRARY_NAME
+    return path if path.exists() else None
 
 
 def _nrnivmodl() -> str:
@@ -104,12 +119,14 @@ def first_error(output: str) -> str:
     return errors[0] if errors else next((line for line in reversed(lines) if line), "no output")
 
 
-def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
+def compile_mechanisms(folder: Path | str, root: Path | None = None, *, coreneuron: bool = False) -> Path:
     """Compile ``folder``'s mechanisms (once) and return the cached build folder.
 
     The returned folder is what ``neuron.load_mechanisms`` expects (it holds
-    ``<machine>/libnrnmech.so``). Raises ``SimulatorError`` with nrnivmodl's first
-    error when the folder does not compile (its whole output goes to a log file).
+    ``<machine>/libnrnmech.so``). ``coreneuron``: build with ``nrnivmodl -coreneuron``,
+    which adds ``<machine>/libcorenrnmech.so`` for CoreNEURON. Raises ``SimulatorError``
+    with nrnivmodl's first error when the folder does not compile (its whole output goes
+    to a log file).
     """
     global compile_count
     folder = Path(folder).expanduser().resolve()
@@ -118,8 +135,9 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
     sources = source_files(folder)
     if not any(p.suffix == ".mod" for p in sources):
         raise SimulatorError(f"mechanism folder {folder} holds no .mod files")
+    flavour = "|coreneuron" if coreneuron else ""
     key = hashlib.sha256(
-        f"{folder_digest(folder)}|neuron {neuron_version()}|{platform.machine()}".encode()
+        f"{folder_digest(folder)}|neuron {neuron_version()}|{platform.machine()}{flavour}".encode()
     ).hexdigest()[:20]
     parent = (root or cache_root()) / "mechanisms"
     target = parent / key
@@ -134,14 +152,15 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
             for path in sources:
                 shutil.copy2(path, build / path.name)
             proc = subprocess.run(
-                [_nrnivmodl()], cwd=build, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                [_nrnivmodl(), *(["-coreneuron"] if coreneuron else [])],
+                cwd=build, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )
-            if proc.returncode != 0 or not _library(build).exists():
+            if proc.returncode != 0 or not _library(build).exists() or (coreneuron and not coreneuron_library(build)):
                 log = parent / f"failed-{key}.log"
                 log.write_text(proc.stdout)
                 raise SimulatorError(
-                    f"NEURON mechanisms in {folder} failed to compile: {first_error(proc.stdout)} "
-                    f"(nrnivmodl's whole output: {log})"
+                    f"NEURON mechanisms in {folder} failed to compile{FOR_CORENEURON if coreneuron else ''}: "
+                    f"{first_error(proc.stdout)} (nrnivmodl's whole output: {log})"
                 )
             (build / "SOURCE").write_text(f"{folder}\n")
             if target.exists():  # a stale, incomplete leftover: replace it
@@ -151,6 +170,32 @@ def compile_mechanisms(folder: Path | str, root: Path | None = None) -> Path:
         finally:
             if build.exists():
                 shutil.rmtree(build, ignore_errors=True)
+    return target
+
+
+def merged_sources(folders: list[Path], root: Path | None = None) -> Path:
+    """One cached folder holding the sources of all ``folders``: CoreNEURON loads a single
+    mechanism library per process, so the bundled synapses and a custom cell's channels
+    are compiled together for it."""
+    files: dict[str, Path] = {}
+    for folder in folders:
+        for path in source_files(folder):
+            if path.name in files and files[path.name].read_bytes() != path.read_bytes():
+                raise SimulatorError(f"mechanism file {path.name} is in both {files[path.name].parent} and {folder}")
+            files[path.name] = path
+    key = hashlib.sha256("|".join(folder_digest(f) for f in folders).encode()).hexdigest()[:20]
+    parent = (root or cache_root()) / "sources"
+    target = parent / key
+    if target.is_dir():
+        return target
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent))
+    for name, path in files.items():
+        shutil.copy2(path, staging / name)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process made it first: same content
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

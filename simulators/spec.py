@@ -10,19 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import SimulatorError
-from .nmodl import BUNDLED_MECHANISMS, folder_digest
+from .nmodl import bundled_mechanisms, folder_digest
 
 BUNDLED_MODELS = ("l5pc", "l5pc_ampa")
 MODELS = (*BUNDLED_MODELS, "custom")
 GENERATOR_VERSION = 2
 """Bump whenever the bundled cells, the stimulus or the engine change the data they produce."""
 SPLITS = ("train", "valid", "test")
+Integrator = Literal["fixed", "cvode", "coreneuron"]
 
 
 class StimulusSpec(BaseModel):
@@ -136,6 +137,12 @@ class SimulationSpec(BaseModel):
     processes: int = Field(0, ge=0, description="worker processes; 0 = all cores")
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     stimulus: StimulusSpec = Field(default_factory=StimulusSpec)
+    integrator: Integrator = Field(
+        "fixed",
+        description="fixed: NEURON's fixed step at the cell's dt; cvode: variable step (cvode_atol); "
+        "coreneuron: the cell's dt in CoreNEURON (mechanisms compiled for it)",
+    )
+    cvode_atol: float = Field(1e-3, gt=0, le=1, description="CVode absolute tolerance (mV, scaled per state)")
 
     @field_validator("model")
     @classmethod
@@ -179,15 +186,18 @@ class SimulationSpec(BaseModel):
         """Stable hash of everything that changes the data (never ``processes``).
         ``ignore`` leaves out more fields and ``facts`` adds values, for the hash of
         something that depends on less than the whole dataset (the drive calibration)."""
+        unused = {"integrator"} if self.integrator == "fixed" else set()  # fixed-step hashes stay as they were
+        if self.integrator != "cvode":
+            unused.add("cvode_atol")
         payload = {
             "generator_version": GENERATOR_VERSION,
-            "spec": self.model_dump(mode="json", exclude={"processes", "custom", *ignore}),
+            "spec": self.model_dump(mode="json", exclude={"processes", "custom", *unused, *ignore}),
             **facts,
         }
         if self.custom is not None:
             payload["custom"] = self.custom.content_digest()
         else:
-            payload["mechanisms_sha256"] = folder_digest(BUNDLED_MECHANISMS)
+            payload["mechanisms_sha256"] = folder_digest(bundled_mechanisms(self.integrator))
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

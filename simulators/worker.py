@@ -31,6 +31,8 @@ class WorkerSetup:
     stimulus: StimulusSpec
     duration_ms: int
     discard_ms: int
+    integrator: str = "fixed"
+    cvode_atol: float = 1e-3
 
 
 _runner: CellRunner | None = None
@@ -40,7 +42,7 @@ _runner_key: tuple | None = None
 def runner_for(setup: WorkerSetup) -> CellRunner:
     """This process's cell, built on first use and reused while the cell setup is the same."""
     global _runner, _runner_key
-    key = (setup.model, setup.builder, setup.morphology, setup.mechanism_dirs)
+    key = (setup.model, setup.builder, setup.morphology, setup.mechanism_dirs, setup.integrator, setup.cvode_atol)
     if _runner is not None and _runner_key == key:
         return _runner
     os.environ.setdefault("NEURON_MODULE_OPTIONS", "-nogui")  # no "no DISPLAY" banner per worker
@@ -49,8 +51,10 @@ def runner_for(setup: WorkerSetup) -> CellRunner:
 
     for build_dir in setup.mechanism_dirs:
         nmodl.load_compiled(Path(build_dir))
+        if setup.integrator == "coreneuron":  # CoreNEURON loads its own copy of the mechanisms from here
+            os.environ["CORENEURONLIB"] = str(nmodl.coreneuron_library(Path(build_dir)))
     morphology = Path(setup.morphology) if setup.morphology else None
-    _runner = CellRunner(build_cell(setup.model, setup.builder, morphology))
+    _runner = CellRunner(build_cell(setup.model, setup.builder, morphology), setup.integrator, setup.cvode_atol)
     _runner_key = key
     return _runner
 

@@ -1,0 +1,65 @@
+: ns_GABAA: GABA_A-type inhibitory synapse for neurosearch.
+: Same double-exponential conductance as ns_AMPA, with a chloride-like
+: reversal potential. The event weight (uS) is the single-event conductance peak.
+:
+: Speed: the two exponentials are STATEs integrated by cnexp (an exp() per step);
+: this is the form CVode needs (integrator = "cvode"). The fixed-step copy in
+: ../mechanisms advances them by precomputed factors instead and is ~1.8x faster
+: there; both give the same fixed-step answer to rounding.
+
+NEURON {
+    POINT_PROCESS ns_GABAA
+    RANGE tau_r, tau_d, e, g, i
+    NONSPECIFIC_CURRENT i
+}
+
+UNITS {
+    (nA) = (nanoamp)
+    (mV) = (millivolt)
+    (uS) = (microsiemens)
+}
+
+PARAMETER {
+    tau_r = 0.2 (ms)
+    tau_d = 8.0 (ms)
+    e = -80 (mV)
+}
+
+STATE {
+    g_rise (uS)
+    g_fall (uS)
+}
+
+ASSIGNED {
+    v (mV)
+    i (nA)
+    g (uS)
+    peak_norm (1)
+}
+
+INITIAL {
+    LOCAL t_peak
+    if (tau_r / tau_d > 0.9999) {
+        tau_r = 0.9999 * tau_d
+    }
+    g_rise = 0
+    g_fall = 0
+    t_peak = log(tau_d / tau_r) * tau_r * tau_d / (tau_d - tau_r)
+    peak_norm = 1 / (exp(-t_peak / tau_d) - exp(-t_peak / tau_r))
+}
+
+BREAKPOINT {
+    SOLVE decay METHOD cnexp
+    g = g_fall - g_rise
+    i = g * (v - e)
+}
+
+DERIVATIVE decay {
+    g_rise' = -g_rise / tau_r
+    g_fall' = -g_fall / tau_d
+}
+
+NET_RECEIVE (weight (uS)) {
+    g_rise = g_rise + weight * peak_norm
+    g_fall = g_fall + weight * peak_norm
+}
