@@ -60,8 +60,7 @@ def _study_run(study: optuna.Study, tracker: Tracker, config: Config, created: b
             if run_id:
                 break
     if run_id is None:
-        params = config.model_dump(mode="json", exclude={"study": {"storage"}})
-        params["study"]["storage"] = mask_url(config.study.storage)
+        params = config.model_dump(mode="json")  # the tracker masks every URL's password
         run_id = tracker.create_study_run(config.study.name, config.study.storage, params)
         study.set_user_attr(ATTR_MLFLOW_RUN_ID, run_id)
     return run_id

@@ -25,6 +25,8 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from neurosearch.spaces.base import MAX_DEPTH
+
 from .config import Config
 from .errors import UserError
 from .metrics import METRICS
@@ -43,7 +45,6 @@ from .workspace import (
 
 log = logging.getLogger(__name__)
 PLAN_KEYS = ("family", "depth", "repeat")
-MAX_DEPTH = 64
 MAX_REPEAT = 10_000
 
 
