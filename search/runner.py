@@ -40,6 +40,7 @@ from .workspace import (
     ATTR_SKIP_REASON,
     Workspace,
     open_storage,
+    study_uid,
 )
 
 
@@ -82,7 +83,7 @@ def prepare(config: Config, console: Console, progress: bool = True) -> tuple[op
         f" ({added} trials planned now); dataset {dataset.path.name[:12]} ({len(dataset)} simulations,"
         f" {dataset.n_inputs} inputs); training on {device}"
     )
-    return study, StudyContext(config, dataset, device, tracker, parent)
+    return study, StudyContext(config, dataset, device, tracker, parent, study_uid(study))
 
 
 def run(config: Config, console: Console, progress: bool = True) -> StudyReport:
