@@ -28,7 +28,7 @@ import torch
 
 from neurosearch.search.config import load_config
 from neurosearch.search.train import resolve_device
-from neurosearch.search.workspace import Workspace, load_model, load_study
+from neurosearch.search.workspace import Workspace, load_model, load_study, study_uid
 from neurosearch.simulators import Dataset
 from neurosearch.spaces import InputMeta, get_family, n_params
 
@@ -40,7 +40,7 @@ REFERENCE = {"family": "tcn", "depth": 7, "width": 128, "kernels": [54] + [24] *
 def best_per_family(config) -> dict[str, tuple[int, float, Path]]:
     """family -> (trial, validation metric, model file) of the study's best finished trial."""
     study = load_study(config.study.storage, config.study.name)
-    workspace = Workspace.of(config)
+    workspace = Workspace.of(config, study_uid(study))
     best: dict[str, tuple[int, float, Path]] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         path = workspace.model(t.number)

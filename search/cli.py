@@ -58,12 +58,9 @@ def _resumable() -> Iterator[None]:
 
 
 def _config(path: Path, sets: list[str] | None, storage: str | None = None, study: str | None = None) -> Config:
-    overrides = list(sets or [])
-    if storage:
-        overrides.append(f'study.storage="{storage}"')
-    if study:
-        overrides.append(f'study.name="{study}"')
-    return load_config(path, overrides)
+    """The config with --set applied, then --storage/--study taken as given (never re-parsed as TOML)."""
+    values = {key: value for key, value in (("study.storage", storage), ("study.name", study)) if value}
+    return load_config(path, list(sets or []), values)
 
 
 @app.command()

@@ -2,12 +2,14 @@
 
 Every section is a pydantic model with ``extra="forbid"`` so a misspelt key is an
 error that names it, not a silently ignored setting. Relative paths (the SQLite
-storage file, the work folder, the MLflow store) resolve against the folder of
-the config file, so a study runs the same from any working directory.
+storage file, the work folder, the MLflow store, a custom cell's files) resolve
+against the folder of the config file, so a study runs the same from any working
+directory.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -18,8 +20,13 @@ from sqlalchemy.engine import make_url
 from neurosearch.simulators import SimulationSpec
 from neurosearch.spaces import FAMILIES, get_family
 
-from .errors import UserError
+from .errors import UserError, mask_secrets, mask_url
 from .metrics import METRICS
+
+#: a study name becomes a folder and file names under work_dir: a safe set of characters
+#: (no path separators, no leading dot) and a length any file system takes
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+STUDY_NAME_MAX = 100
 
 
 class _Section(BaseModel):
@@ -29,7 +36,7 @@ class _Section(BaseModel):
 class StudySection(_Section):
     """Which study, where it is stored, and how much it may spend."""
 
-    name: str = Field("l5pc-nmda", min_length=1)
+    name: str = "l5pc-nmda"
     storage: str = "sqlite:///work/optuna.db"
     work_dir: Path = Path("work")
     families: list[str] = Field(default_factory=lambda: ["tcn"], min_length=1)
@@ -43,6 +50,17 @@ class StudySection(_Section):
     grace_s: int = Field(40, ge=2)
     max_retry: int = Field(3, ge=0)
     reconnect_s: float = Field(180.0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if len(name) > STUDY_NAME_MAX or not STUDY_NAME.fullmatch(name):
+            shown = name if len(name) <= 40 else f"{name[:40]}… ({len(name)} characters)"
+            raise ValueError(
+                f"study name {shown!r} is not allowed: use 1 to {STUDY_NAME_MAX} letters, digits, '.', '_' or '-',"
+                " starting with a letter or digit"
+            )
+        return name
 
     @field_validator("families")
     @classmethod
@@ -196,9 +214,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for item in overrides:
-        path, value = parse_override(item)
+def apply_overrides(data: dict[str, Any], overrides: list[str], values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``--set`` strings (parsed as TOML literals), then ``values``: already-typed values by
+    dotted key, taken as they are (a URL or name from an option is never re-parsed)."""
+    items = [(item, *parse_override(item)) for item in overrides]
+    items += [(key, key.split("."), value) for key, value in (values or {}).items()]
+    for item, path, value in items:
         node = data
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -210,16 +231,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source} is not valid:"]
+    """One line per problem; a single problem on the same line as the source."""
+    problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key")
+            problems.append(f"{where}: unknown key")
         else:
             got = item.get("input")
-            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-            lines.append(f"  {where or '(top level)'}: {item['msg']}{shown}")
-    return "\n".join(lines)
+            shown = "" if isinstance(got, dict) or got is None or where == "study.name" else f" (got {got!r})"
+            problems.append(f"{where or '(top level)'}: {mask_secrets(item['msg'] + shown)}")
+    if len(problems) == 1:
+        return f"{source} is not valid: {problems[0]}"
+    return "\n  ".join([f"{source} is not valid:", *problems])
 
 
 def _resolve(base: Path, value: str | Path) -> Path:
@@ -232,19 +256,33 @@ def _resolve_sqlite(base: Path, url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError for garbage
-        raise UserError(f"storage URL {url!r} is not a database URL ({exc})") from None
+        raise UserError(f"storage URL {mask_url(url)!r} is not a database URL ({mask_secrets(str(exc))})") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         db = _resolve(base, parsed.database)
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"cannot create the folder of the SQLite file in {url!r}: {exc.strerror}") from None
+            raise UserError(f"cannot create the folder of the SQLite file in {mask_url(url)!r}: {exc.strerror}") from None
         return f"sqlite:///{db}"
     return url
 
 
-def load_config(path: Path | None, overrides: list[str] | None = None) -> Config:
-    """Read, override, validate and resolve a search.toml (``None``: built-in defaults)."""
+def _resolve_custom(base: Path, config: Config) -> None:
+    """A custom cell's builder, mechanisms and morphology, against the config's folder too."""
+    custom = config.simulator.custom
+    if custom is None:
+        return
+    custom.builder = f"{_resolve(base, custom.builder_file)}:{custom.builder_function}"
+    if custom.mechanisms is not None:
+        custom.mechanisms = _resolve(base, custom.mechanisms)
+    if custom.morphology is not None:
+        custom.morphology = _resolve(base, custom.morphology)
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None, values: dict[str, Any] | None = None) -> Config:
+    """Read, override, validate and resolve a search.toml (``None``: built-in defaults).
+    ``overrides`` are ``--set`` strings; ``values`` are typed values by dotted key
+    (``{"study.storage": url}``), used as given."""
     data: dict[str, Any] = {}
     base = Path.cwd()
     source = "defaults"
@@ -258,7 +296,7 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> Config
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"{path} is not valid TOML: {exc}") from None
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(data, overrides or [], values)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -270,9 +308,5 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> Config
     )
     if "://" not in config.tracking.artifacts:
         config.tracking.artifacts = str(_resolve(base, config.tracking.artifacts))
-    custom = config.simulator.custom
-    if custom is not None:  # a user's cell: its files live beside the config, wherever it is run from
-        custom.builder = f"{_resolve(base, custom.builder_file)}:{custom.builder_function}"
-        custom.mechanisms = _resolve(base, custom.mechanisms) if custom.mechanisms else None
-        custom.morphology = _resolve(base, custom.morphology) if custom.morphology else None
+    _resolve_custom(base, config)
     return config

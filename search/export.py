@@ -39,7 +39,7 @@ from .errors import UserError
 from .preflight import writable_folder
 from .report import build_report
 from .tracking import Tracker
-from .workspace import ATTR_DATASET_PATH, Workspace, load_model, load_study
+from .workspace import ATTR_DATASET_PATH, Workspace, load_model, load_study, study_uid
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def export_trial(config: Config, fmt: Format, trial: int | None = None, output: 
         raise UserError(f"unknown export format {fmt!r}; choose torchscript or onnx")
     name = config.study.name
     study = load_study(config.study.storage, name)
-    workspace = Workspace.of(config)
+    workspace = Workspace.of(config, study_uid(study))
     if trial is None:
         winner = build_report(study).winner
         if winner is None:

@@ -56,6 +56,7 @@ class StudyContext:
     device: torch.device
     tracker: Tracker
     parent_run_id: str
+    study_uid: str | None = None
     _splits: dict[str, SplitTensors] = field(default_factory=dict)
 
     def split(self, name: str) -> SplitTensors:
@@ -69,7 +70,7 @@ class StudyContext:
 
     @property
     def workspace(self) -> Workspace:
-        return Workspace.of(self.config)
+        return Workspace.of(self.config, self.study_uid)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from .workspace import (
     ATTR_RESUMED_EPOCHS,
     ATTR_SKIP_REASON,
     Workspace,
+    study_uid,
 )
 
 
@@ -62,8 +63,7 @@ def _study_run(study: optuna.Study, tracker: Tracker, config: Config, created: b
             if run_id:
                 break
     if run_id is None:
-        params = config.model_dump(mode="json", exclude={"study": {"storage"}})
-        params["study"]["storage"] = mask_url(config.study.storage)
+        params = config.model_dump(mode="json")  # the tracker masks every URL's password
         run_id = tracker.create_study_run(config.study.name, config.study.storage, params)
         study.set_user_attr(ATTR_MLFLOW_RUN_ID, run_id)
     return run_id
@@ -87,7 +87,7 @@ def prepare(config: Config, console: Console, progress: bool = True,
         f" ({added} trials planned now); dataset {dataset.path.name[:12]} ({len(dataset)} simulations,"
         f" {dataset.n_inputs} inputs); training on {device}"
     )
-    return study, StudyContext(config, dataset, device, tracker, parent)
+    return study, StudyContext(config, dataset, device, tracker, parent, study_uid(study))
 
 
 def run(config: Config, console: Console, progress: bool = True, json_out: Path | None = None) -> StudyReport:

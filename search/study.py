@@ -16,6 +16,7 @@ import socket
 import zlib
 import threading
 import time
+import uuid
 from typing import Any, Callable
 
 import numpy as np
@@ -24,6 +25,8 @@ from optuna.pruners import BasePruner
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
+
+from neurosearch.spaces.base import MAX_DEPTH
 
 from .config import Config
 from .errors import UserError
@@ -35,6 +38,7 @@ from .workspace import (
     ATTR_PLAN,
     ATTR_PLANNED_TRIALS,
     ATTR_SKIP_REASON,
+    ATTR_STUDY_UID,
     ATTR_TARGET_METRIC,
     ATTR_TARGET_THRESHOLD,
     OPTUNA_FIXED_PARAMS,
@@ -43,7 +47,6 @@ from .workspace import (
 
 log = logging.getLogger(__name__)
 PLAN_KEYS = ("family", "depth", "repeat")
-MAX_DEPTH = 64
 MAX_REPEAT = 10_000
 
 
@@ -138,6 +141,7 @@ def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any
                 f"study {config.study.name!r} optimises {study.direction.name.lower()}, but target.metric "
                 f"{config.target.metric!r} needs {direction}; use a new study name"
             )
+    _settle_uid(study, created)
     existing = study.user_attrs.get(ATTR_DATASET_HASH)
     if existing is not None and existing != dataset_attrs[ATTR_DATASET_HASH]:
         raise UserError(
@@ -146,6 +150,20 @@ def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any
             "Use the study's simulator settings or a new study name."
         )
     return study, created
+
+
+def _settle_uid(study: optuna.Study, created: bool, wait_s: float = 10.0) -> None:
+    """The creator draws the study's uid (its files' folder) right after creating it; a
+    joining worker waits for it. A study that has its dataset recorded but no uid
+    predates uids and keeps its files where they were."""
+    if created:
+        study.set_user_attr(ATTR_STUDY_UID, uuid.uuid4().hex[:16])
+        return
+    deadline = time.monotonic() + wait_s
+    while ATTR_STUDY_UID not in study.user_attrs and ATTR_DATASET_HASH not in study.user_attrs:
+        if time.monotonic() > deadline:  # its creator died before drawing one: all agree on none
+            return
+        time.sleep(0.2)
 
 
 def record_study_attrs(study: optuna.Study, config: Config, dataset_attrs: dict[str, Any]) -> None:

@@ -3,8 +3,8 @@
 Everything neurosearch sends to MLflow (params, metrics, tags, artifacts, registered
 models) goes through ``Tracker``. It uses ``MlflowClient`` with explicit run ids rather
 than the fluent ``mlflow.start_run`` stack, so concurrent workers (and threads) never
-share an "active run" and never clobber each other's runs. Anything that could hold a
-password goes through ``mask_url`` first.
+share an "active run" and never clobber each other's runs. Every param and tag value
+goes through ``mask_secrets`` here, whatever its name: no URL's password reaches MLflow.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import mask_url
+from .errors import mask_secrets
 from .retry import FIRST_USE, Retry
 
 #: a logging call waits out an unreachable tracking store, then warns and goes on:
@@ -38,8 +38,13 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
     else:
-        out[prefix] = str(value)[:6000]
+        out[prefix] = _safe(value)[:6000]
     return out
+
+
+def _safe(value: Any) -> str:
+    """A param or tag value as MLflow stores it, any URL's password masked."""
+    return mask_secrets(str(value))
 
 
 class Tracker:
@@ -71,7 +76,7 @@ class Tracker:
         run = self._client.create_run(
             self.experiment_id,
             run_name=f"study {study_name}",
-            tags={"neurosearch.kind": "study", "optuna.study": study_name, "optuna.storage": mask_url(storage_url)},
+            tags={"neurosearch.kind": "study", "optuna.study": study_name, "optuna.storage": _safe(storage_url)},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -83,7 +88,7 @@ class Tracker:
             "optuna.study": study_name,
             "optuna.trial": str(number),
             "state": "RUNNING",
-            **{key: str(value) for key, value in tags.items()},
+            **{key: _safe(value) for key, value in tags.items()},
         }
         run = self._client.create_run(self.experiment_id, run_name=f"trial {number}", tags=all_tags)
         return run.info.run_id
@@ -104,7 +109,7 @@ class Tracker:
 
     @PATIENT
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        self._client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self._client.log_batch(run_id, tags=[RunTag(key, _safe(value)) for key, value in tags.items()])
 
     @PATIENT
     def end_run(self, run_id: str, state: TrialState | None) -> None:
@@ -131,6 +136,7 @@ class Tracker:
         except MlflowException:  # it exists already (or another worker just made it)
             pass
         source = f"{self._client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-        version = self._client.create_model_version(name, source=source, run_id=run_id, tags=tags,
+        safe_tags = {key: _safe(value) for key, value in tags.items()}
+        version = self._client.create_model_version(name, source=source, run_id=run_id, tags=safe_tags,
                                                    description=description)
         return str(version.version)

@@ -26,6 +26,7 @@ from .config import TrainingSection
 from .data import SplitTensors
 from .errors import UserError
 from .metrics import evaluate
+from .weights import load_weights
 
 
 GRAD_CLIP = 1.0
@@ -143,7 +144,7 @@ class Trainer:
     def _resume(self) -> None:
         if self.checkpoint is None or not self.checkpoint.exists():
             return
-        state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        state = load_weights(self.checkpoint, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -163,7 +164,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "generator": self.generator.get_state(),
-                "history": [vars(row) for row in self.history],
+                "history": [{**vars(row), "metrics": {k: float(v) for k, v in row.metrics.items()}}
+                            for row in self.history],  # plain values: loadable as weights only
                 "seconds": self.seconds,
                 "best_epoch": self.best_epoch,
                 "best_state": self.best_state,

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError, mask_url
+from .errors import UserError, mask_secrets, mask_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -58,15 +58,25 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def server_command(tracking_uri: str, artifacts: str, host: str, port: int, workers: int = 1) -> list[str]:
+def server_command(artifacts: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """``mlflow server``'s command line. It never holds the store URI (whose password
+    anyone could read in ``ps``): ``server_env`` passes that."""
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", tracking_uri,
         "--host", host, "--port", str(port), "--workers", str(workers),
     ]
     if "://" not in artifacts:  # where runs created from the UI itself put artifacts
         command += ["--artifacts-destination", Path(artifacts).resolve().as_uri()]
     return command
+
+
+def server_env(tracking_uri: str) -> dict[str, str]:
+    """``mlflow server``'s environment: the store URI in ``MLFLOW_BACKEND_STORE_URI``
+    (which its ``--backend-store-uri`` reads; a process's environment is readable only
+    by its owner, unlike its command line)."""
+    # a viewer needs no background job runner (MLflow would start seven huey worker processes)
+    job_runner = os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return {**os.environ, "MLFLOW_BACKEND_STORE_URI": tracking_uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": job_runner}
 
 
 def check_database(tracking_uri: str, timeout_s: int = 10) -> None:
@@ -84,7 +94,7 @@ def check_database(tracking_uri: str, timeout_s: int = 10) -> None:
         with engine.connect():
             pass
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the user's to fix
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = mask_secrets(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
         raise UserError(
             f"cannot reach the tracking store {mask_url(tracking_uri)}: {reason[0] if reason else type(exc).__name__}"
         ) from None
@@ -98,7 +108,7 @@ def last_error(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b", line)]
     line = (errors or lines or ["(no output)"])[-1]
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", line)[:500]
+    return mask_secrets(line)[:500]
 
 
 def answers(url: str, timeout: float = 2.0) -> bool:
@@ -119,10 +129,8 @@ def start(tracking_uri: str, artifacts: str, host: str = DEFAULT_HOST, port: int
     check_database(tracking_uri)
     cwd = Path(artifacts).resolve().parent if "://" not in artifacts else Path.cwd()
     cwd.mkdir(parents=True, exist_ok=True)
-    # a viewer needs no background job runner (MLflow would start seven huey worker processes)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
     # its own process group: `mlflow server` runs uvicorn in a child, and stop() ends both
-    process = subprocess.Popen(server_command(tracking_uri, artifacts, host, port), cwd=cwd, env=env,
+    process = subprocess.Popen(server_command(artifacts, host, port), cwd=cwd, env=server_env(tracking_uri),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     base = f"http://{url_host(host)}:{port}"
     deadline = time.monotonic() + wait_s

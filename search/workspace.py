@@ -3,7 +3,8 @@ there, and its files under ``work_dir`` (dataset cache, checkpoints, trained mod
 
 Every command reaches the storage through ``open_storage`` (workers with heartbeats,
 readers without), a study by name through ``load_study``, and a file through
-``Workspace``; a trained model is written by ``save_model`` and read by ``load_model``.
+``Workspace`` (keyed by the study's uid); a trained model is written by ``save_model``
+and read by ``load_model``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from neurosearch.spaces import InputMeta, get_family
 from .config import Config, StudySection
 from .errors import UserError, mask_url
 from .retry import FIRST_USE, Retry
+from .weights import load_weights
 
 # --------------------------------------------------------------------------- attribute names
 # The names under which a study and its trials keep their user attributes. They are
 # stored in databases that outlive any version of this code: never change a value.
 
+#: study: a random id drawn when the study is created; its files lie in a folder of that
+#: name, so a new study under an old name (its storage moved away) never meets old files
+ATTR_STUDY_UID = "study_uid"
 #: study: the dataset's config hash and folder (a study runs on one dataset)
 ATTR_DATASET_HASH = "dataset_hash"
 ATTR_DATASET_PATH = "dataset_path"
@@ -181,6 +186,11 @@ def study_summaries(where: Config | str) -> list[optuna.study.StudySummary]:
         return optuna.get_all_study_summaries(storage=storage)
 
 
+def study_uid(study: optuna.Study) -> str | None:
+    """The study's uid (``ATTR_STUDY_UID``); None for a study created before uids existed."""
+    return study.user_attrs.get(ATTR_STUDY_UID)
+
+
 def storage_of(study: optuna.Study) -> BaseStorage:
     """The storage a study was opened on (Optuna has no public accessor for it)."""
     return study._storage
@@ -196,10 +206,13 @@ class Workspace:
 
     work_dir: Path
     study: str
+    uid: str | None = None
 
     @classmethod
-    def of(cls, config: Config) -> "Workspace":
-        return cls(Path(config.study.work_dir), config.study.name)
+    def of(cls, config: Config, uid: str | None = None) -> "Workspace":
+        """The study's files; ``uid``: its ``study_uid`` (None: the dataset cache only, or
+        a study that predates uids)."""
+        return cls(Path(config.study.work_dir), config.study.name, uid)
 
     @property
     def datasets(self) -> Path:
@@ -208,7 +221,9 @@ class Workspace:
 
     @property
     def folder(self) -> Path:
-        return self.work_dir / "studies" / self.study
+        """``studies/<name>/<uid>``: one study's files, never another's of the same name."""
+        named = self.work_dir / "studies" / self.study
+        return named if self.uid is None else named / self.uid
 
     def checkpoint(self, trial: FrozenTrial) -> Path:
         """Keyed by the first attempt's number, so every retry finds the same file."""
@@ -248,8 +263,9 @@ def save_model(path: Path, model: torch.nn.Module, spec: dict, inputs: InputMeta
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The trained network (eval mode, on ``device``) and its saved record (spec, voltage scale)."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    """The trained network (eval mode, on ``device``) and its saved record (spec, voltage scale);
+    a file that holds more than weights is refused (``load_weights``)."""
+    saved = load_weights(path)
     inputs = InputMeta(n_inputs=saved["n_inputs"], groups=tuple(saved["groups"]))
     model = get_family(saved["spec"]["family"]).build(saved["spec"], inputs)
     model.load_state_dict(saved["state_dict"])

@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +25,13 @@ def shard_name(index: int) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either absent, the old file, or complete."""
+    """Write ``data`` so that ``path`` is either absent, the old file, or complete.
+
+    The temporary file is created like any other file (mode 0666 less the umask), not
+    0600 as ``mkstemp`` would: other users of a shared dataset folder must read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -35,7 +39,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -145,12 +145,18 @@ FloatRange = Annotated[tuple[Annotated[float, Field(ge=0)], Annotated[float, Fie
 Choices = AfterValidator(_unique)
 
 
+#: the deepest depth any study can plan: the range of the ``depth`` param every trial
+#: suggests (outside it Optuna would only warn and clamp), so configs are checked against it
+MAX_DEPTH = 64
+
+
 class SpaceBase(BaseModel):
     """Base of every family's ``Space``: unknown keys are errors; ``depths`` is required
-    to be a non-empty list of integers >= 1 (sorted, duplicates dropped). Families add a
-    model validator rejecting depths they cannot realise."""
+    to be a non-empty list of integers in 1..``max_depth`` (sorted, duplicates dropped).
+    A family lowers ``max_depth`` or adds a model validator for depths it cannot realise."""
 
     model_config = ConfigDict(extra="forbid")
+    max_depth: ClassVar[int] = MAX_DEPTH
 
     depths: list[int] = [1, 2, 3, 4]
 
@@ -162,6 +168,9 @@ class SpaceBase(BaseModel):
         bad = [d for d in depths if d < 1]
         if bad:
             raise ValueError(f"depths must be >= 1, got {bad}")
+        deep = [d for d in depths if d > cls.max_depth]
+        if deep:
+            raise ValueError(f"depths above the supported maximum of {cls.max_depth}: {deep}")
         return sorted(set(depths))
 
 

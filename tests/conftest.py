@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -54,3 +55,59 @@ def tiny_toml() -> Callable[..., str]:
         return TINY_STUDY.format(name=name, epochs=epochs, steps_per_epoch=steps_per_epoch)
 
     return make
+
+
+# --- a user's own cell (model = "custom"): a ball-and-stick whose "morphology" file holds
+# its dendrite length, with one NMODL leak mechanism
+
+BALL_AND_STICK = '''
+from pathlib import Path
+from neuron import h
+from neurosearch.simulators import CellModel
+
+def build(morphology):
+    length = float(Path(morphology).read_text())   # the "morphology" file holds one number
+    soma = h.Section(name="soma")
+    soma.L = soma.diam = 20
+    soma.insert("hh")
+    dends = []
+    for k in range(2):
+        d = h.Section(name=f"dend_{k}")
+        d.L, d.diam, d.nseg = length, 1.0, 3
+        d.insert("ns_test_leak")
+        d.connect(soma(1))
+        dends.append(d)
+    sites = [(seg, k) for k, d in enumerate(dends) for seg in d]
+    return CellModel(soma=soma, sites=sites, ampa_weight=0.003, nmda_weight=0.002, keep=dends)
+
+def not_a_cell(morphology):
+    return 42
+'''
+
+LEAK_MOD = """
+NEURON { SUFFIX ns_test_leak NONSPECIFIC_CURRENT i RANGE g, e }
+UNITS { (mA) = (milliamp) (mV) = (millivolt) (S) = (siemens) }
+PARAMETER { g = 0.0001 (S/cm2) e = -65 (mV) }
+ASSIGNED { v (mV) i (mA/cm2) }
+BREAKPOINT { i = g * (v - e) }
+"""
+
+
+@pytest.fixture(scope="session")
+def make_custom_cell() -> Callable[..., dict[str, Path]]:
+    """Write a custom cell's files (builder cell.py, mechanism folder mods/, morphology
+    morph.txt holding the dendrite length in µm) into a folder; their paths by role."""
+
+    def make(folder: Path, length_um: float = 250) -> dict[str, Path]:
+        (folder / "mods").mkdir(parents=True)
+        (folder / "mods" / "leak.mod").write_text(LEAK_MOD)
+        (folder / "cell.py").write_text(BALL_AND_STICK)
+        (folder / "morph.txt").write_text(str(length_um))
+        return {"builder": folder / "cell.py", "mechanisms": folder / "mods", "morphology": folder / "morph.txt"}
+
+    return make
+
+
+@pytest.fixture
+def custom_files(tmp_path: Path, make_custom_cell) -> dict[str, Path]:
+    return make_custom_cell(tmp_path)

@@ -175,7 +175,7 @@ def test_each_trial_run_has_curves_roc_trace_spec_and_weights(finished, tmp_path
             weights = [a.path for a in client.list_artifacts(child.info.run_id, "weights")]
             assert weights == [f"weights/trial-{number}.pt"]
             saved = Path(client.download_artifacts(child.info.run_id, weights[0], str(folder)))
-            models = root / "state" / "studies" / "tiny" / "models"
+            models = root / "state" / "studies" / "tiny" / study.user_attrs["study_uid"] / "models"
             assert saved.read_bytes() == (models / f"trial-{number}.pt").read_bytes()
         assert {*plots, "spec.json"} <= names, names
         for plot in plots:
@@ -204,7 +204,9 @@ def in_process(root: Path, trial: int, spikes: torch.Tensor) -> tuple[np.ndarray
     """The saved network as neurosearch itself runs it: spike probability, voltage in mV."""
     from neurosearch.search.workspace import load_model
 
-    net, saved = load_model(root / "state" / "studies" / "tiny" / "models" / f"trial-{trial}.pt", "cpu")
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/state/optuna.db")
+    uid = study.user_attrs["study_uid"]
+    net, saved = load_model(root / "state" / "studies" / "tiny" / uid / "models" / f"trial-{trial}.pt", "cpu")
     with torch.no_grad():
         logit, v = net(spikes)
     return torch.sigmoid(logit).numpy(), (v * saved["v_std"] + saved["v_mean"]).numpy()
@@ -379,9 +381,11 @@ def test_ctrl_c_mid_trial_then_resume(tmp_path: Path, tiny_toml) -> None:
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert "run the same command again to resume" in output
-    interrupted = [t for t in optuna.load_study(study_name="tiny", storage=storage).trials if t.state == TrialState.FAIL]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(interrupted) == 1 and "interrupted" in interrupted[0].user_attrs["fail_reason"]
-    assert (tmp_path / "state" / "studies" / "tiny" / "checkpoints" / f"trial-{interrupted[0].number}.pt").exists()
+    uid = study.user_attrs["study_uid"]  # a study's files lie in a folder of its own uid
+    assert (tmp_path / "state" / "studies" / "tiny" / uid / "checkpoints" / f"trial-{interrupted[0].number}.pt").exists()
 
     again = neurosearch("run", "--no-progress", cwd=tmp_path, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -293,48 +293,6 @@ def test_config_hash_covers_data_not_processes() -> None:
 
 # --- custom models --------------------------------------------------------------------
 
-BALL_AND_STICK = '''
-from pathlib import Path
-from neuron import h
-from neurosearch.simulators import CellModel
-
-def build(morphology):
-    length = float(Path(morphology).read_text())   # the "morphology" file holds one number
-    soma = h.Section(name="soma")
-    soma.L = soma.diam = 20
-    soma.insert("hh")
-    dends = []
-    for k in range(2):
-        d = h.Section(name=f"dend_{k}")
-        d.L, d.diam, d.nseg = length, 1.0, 3
-        d.insert("ns_test_leak")
-        d.connect(soma(1))
-        dends.append(d)
-    sites = [(seg, k) for k, d in enumerate(dends) for seg in d]
-    return CellModel(soma=soma, sites=sites, ampa_weight=0.003, nmda_weight=0.002, keep=dends)
-
-def not_a_cell(morphology):
-    return 42
-'''
-
-LEAK_MOD = """
-NEURON { SUFFIX ns_test_leak NONSPECIFIC_CURRENT i RANGE g, e }
-UNITS { (mA) = (milliamp) (mV) = (millivolt) (S) = (siemens) }
-PARAMETER { g = 0.0001 (S/cm2) e = -65 (mV) }
-ASSIGNED { v (mV) i (mA/cm2) }
-BREAKPOINT { i = g * (v - e) }
-"""
-
-
-@pytest.fixture
-def custom_files(tmp_path: Path) -> dict[str, Path]:
-    (tmp_path / "mods").mkdir()
-    (tmp_path / "mods" / "leak.mod").write_text(LEAK_MOD)
-    (tmp_path / "cell.py").write_text(BALL_AND_STICK)
-    (tmp_path / "morph.txt").write_text("250")
-    return {"builder": tmp_path / "cell.py", "mechanisms": tmp_path / "mods", "morphology": tmp_path / "morph.txt"}
-
-
 def test_custom_model_end_to_end(custom_files: dict[str, Path], tmp_path: Path) -> None:
     spec = SimulationSpec(
         model="custom",
@@ -361,7 +319,8 @@ def test_custom_model_end_to_end(custom_files: dict[str, Path], tmp_path: Path) 
     assert np.isfinite(sim.voltage).all() and sim.voltage.std() > 0.1
     assert ds.manifest["custom_model"]["mechanisms_sha256"]
     # the mechanism folder is part of the data's identity
-    (custom_files["mechanisms"] / "leak.mod").write_text(LEAK_MOD.replace("0.0001", "0.0002"))
+    leak = custom_files["mechanisms"] / "leak.mod"
+    leak.write_text(leak.read_text().replace("0.0001", "0.0002"))
     assert spec.config_hash() != ds.config_hash
 
 

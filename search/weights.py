@@ -1,0 +1,36 @@
+"""Reading the torch files a study keeps (checkpoints, trained models) from a folder that
+other users and machines share: as weights and plain values only, never as code.
+
+``torch.load(weights_only=False)`` unpickles arbitrary objects, so a file planted in a
+shared ``work_dir`` could run code in every worker that resumes from it. What neurosearch
+writes (tensors, numbers, strings, lists and dicts) loads with ``weights_only=True``;
+anything else is refused with one line.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+
+def load_weights(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """The saved record at ``path``; a ``UserError`` when it holds anything but weights and
+    plain values (or is not a torch file at all)."""
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
+        found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(exc))
+        why = found.group(0) if found else type(exc).__name__
+        raise UserError(
+            f"refusing to load {path}: it holds more than weights and plain values ({why}), "
+            "so loading it could run code; delete it if neurosearch did not write it"
+        ) from None
+    if not isinstance(saved, dict):
+        raise UserError(f"refusing to load {path}: it holds a {type(saved).__name__}, not a neurosearch record")
+    return saved
