@@ -9,11 +9,15 @@ interrupted generation knows exactly which shards are done; ``status`` turns
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
+import os
 import platform
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,7 +255,8 @@ def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int
     setup = _worker_setup(spec)
     n_workers = max(1, min(spec.resolved_processes(), max(len(todo), 8)))  # 8: calibration probes
     simulated_s = spec.duration_ms / 1000.0
-    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=worker.start_process, initargs=(os.getpid(),))
     try:
         described = pool.submit(worker.describe, setup)
         inputs = described.result()
@@ -287,8 +292,35 @@ def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int
         raise SimulatorError(
             f"a simulation worker for model {spec.model!r} died unexpectedly (NEURON crashed or ran out of memory)"
         ) from None
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: the running simulations are not waited for
+        _stop_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's workers now (Python 3.14 has ``terminate_workers`` for this;
+    earlier versions only hold them in the private ``_processes``)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+@contextmanager
+def _one_line_write_errors(folder: Path) -> Iterator[None]:
+    """A dataset that cannot be written (a full disk, a quota, no permission) is one line
+    saying which folder and that the finished simulations are kept, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        manifest = storage.read_manifest(folder) or {}
+        kept = sum(entry is not None for entry in manifest.get("shards", []))
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "the file system holding it is full" if full else (exc.strerror or str(exc))
+        raise SimulatorError(
+            f"cannot write dataset {folder}: {what}; the {kept} finished simulation(s) are kept: "
+            f"{'free some space' if full else 'fix that'} and run the same command again to resume"
+        ) from None
 
 
 def generate(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) -> Dataset:
@@ -307,7 +339,7 @@ def generate(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) ->
         spec.custom.check_files()
     key = spec.config_hash()
     folder = Path(cache_dir) / key
-    with exclusive_lock(folder / ".lock"):
+    with _one_line_write_errors(folder), exclusive_lock(folder / ".lock"):
         manifest = _start_manifest(spec, key, folder)
         todo = _bad_shards(folder, manifest)
         for i in todo:
