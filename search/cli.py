@@ -22,6 +22,7 @@ from neurosearch.simulators import SimulatorError
 
 from .config import Config, load_config
 from .errors import UserError
+from .signals import exit_code, raise_on_sigterm
 
 app = typer.Typer(
     help="Find the shallowest neural network that reproduces a NEURON neuron model (Optuna + PyTorch + MLflow).",
@@ -45,15 +46,16 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Sho
 
 @contextlib.contextmanager
 def _resumable() -> Iterator[None]:
-    """Ctrl-C ends a long command with one line and exit code 130 (the shell's convention).
+    """Ctrl-C or SIGTERM (``signals``) ends a long command with one line and exit code 130
+    or 143 (the shell's convention, 128 + the signal).
 
     Caught here, inside the command, because the CLI framework would otherwise turn it
     into a silent exit before ``main`` sees it."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         console.print("\ninterrupted: finished work is kept; run the same command again to resume.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(interrupt)) from None
 
 
 def _config(path: Path, sets: list[str] | None, storage: str | None = None, study: str | None = None) -> Config:
@@ -219,6 +221,7 @@ def _quiet_libraries() -> None:
 
 def main() -> None:
     """Console-script entry point: user errors become one message, exit code 2."""
+    raise_on_sigterm()
     _quiet_libraries()
     try:
         app()
