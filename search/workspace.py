@@ -8,7 +8,6 @@ readers without), a study by name through ``load_study``, and a file through
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from neurosearch.spaces import InputMeta, get_family
 
 from .config import Config, StudySection
 from .errors import UserError, mask_url
-from .retry import FIRST_USE, Retry
+from .retry import FIRST_USE, Retry, sqlite_first_use
+from .train import save_atomic
 
 # --------------------------------------------------------------------------- attribute names
 # The names under which a study and its trials keep their user attributes. They are
@@ -137,7 +137,8 @@ def open_storage(where: Config | str) -> RDBStorage:
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry),
         }
     try:
-        storage = FIRST_USE.call(ResilientRDBStorage, url, engine_kwargs=engine, **heartbeat)
+        with sqlite_first_use(url):
+            storage = FIRST_USE.call(ResilientRDBStorage, url, engine_kwargs=engine, **heartbeat)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot open the study storage {mask_url(url)}: {reason}") from None
@@ -208,9 +209,7 @@ def save_model(path: Path, model: torch.nn.Module, spec: dict, inputs: InputMeta
                v_std: float) -> None:
     """Everything needed to run the network again: spec, weights, input layout, voltage scale.
     Written atomically, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
+    save_atomic(
         {
             "spec": spec,
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
@@ -219,9 +218,8 @@ def save_model(path: Path, model: torch.nn.Module, spec: dict, inputs: InputMeta
             "v_mean": v_mean,
             "v_std": v_std,
         },
-        tmp,
+        path,
     )
-    os.replace(tmp, path)
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
