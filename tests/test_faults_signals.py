@@ -122,6 +122,27 @@ def test_signal_during_simulate_keeps_shards_and_leaves_no_workers(tmp_path: Pat
     assert not leftovers(root)
 
 
+def test_workers_exit_when_simulate_is_killed_outright(tmp_path: Path, tiny_toml) -> None:
+    """SIGKILL leaves the parent no chance to stop its pool: the workers notice it is gone."""
+    root = study_root(tmp_path, tiny_toml(), None)
+    proc = start("simulate", "--no-progress", "--set", "simulator.n_simulations=16", cwd=root)
+    workers: list[psutil.Process] = []
+    try:
+        def simulating() -> bool:
+            workers.extend(c for c in psutil.Process(proc.pid).children(recursive=True) if c not in workers)
+            return proc.poll() is not None or shards_on_disk(root) >= 1
+
+        wait_until(simulating, what="a shard")
+        assert proc.poll() is None and workers
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # the orphans hold the pipe: never read it to its end
+    orphans = [w for w in workers if w.is_running()]
+    wait_until(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in orphans),
+               timeout=30, what="the orphaned pool workers to exit")
+
+
 def test_disk_full_during_simulate_is_one_line_and_keeps_shards(tmp_path: Path, tiny_toml, tmpfs) -> None:
     """A 160 kB file system holds the manifest and a few 45 kB shards, then is full."""
     root = study_root(tmp_path, tiny_toml(), None)
