@@ -23,6 +23,7 @@ from neurosearch.simulators import SimulatorError
 
 from .config import Config, load_config
 from .errors import UserError
+from .signals import exit_code, raise_on_sigterm
 
 app = typer.Typer(
     help="Find the shallowest neural network that reproduces a NEURON neuron model (Optuna + PyTorch + MLflow).",
@@ -46,15 +47,16 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Sho
 
 @contextlib.contextmanager
 def _resumable() -> Iterator[None]:
-    """Ctrl-C ends a long command with one line and exit code 130 (the shell's convention).
+    """Ctrl-C or SIGTERM (``signals``) ends a long command with one line and exit code 130
+    or 143 (the shell's convention, 128 + the signal).
 
     Caught here, inside the command, because the CLI framework would otherwise turn it
     into a silent exit before ``main`` sees it."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         console.print("\ninterrupted: finished work is kept; run the same command again to resume.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(interrupt)) from None
 
 
 def _config(path: Path, sets: list[str] | None, storage: str | None = None, study: str | None = None) -> Config:
@@ -268,6 +270,7 @@ def main() -> None:
 
     As the last resort, a file the machine refuses (permission, read-only, disk full) is
     one line naming the file too; any other exception is a bug and keeps its traceback."""
+    raise_on_sigterm()
     _quiet_libraries()
     try:
         app()

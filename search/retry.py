@@ -9,14 +9,20 @@ call was optional, e.g. logging to MLflow, and must never cost a trial).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
 
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError
+
+from neurosearch.simulators.locking import exclusive_lock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,6 +107,30 @@ def _schema_race(exc: BaseException) -> bool:
 #: fresh database race to do it, and the losers see "duplicate key"/"already exists"
 #: although the schema is now fine. Such a set-up is simply tried again.
 FIRST_USE = Retry(when=_schema_race, attempts=8, wait=jittered(0.5, 2.0), what="creating the store's schema")
+
+@contextlib.contextmanager
+def sqlite_first_use(url: str) -> Iterator[None]:
+    """Hold a file lock next to an SQLite database while a store opens it (a no-op for
+    any other database).
+
+    Retrying is not enough for SQLite: its DDL is not transactional with the rest of a
+    set-up, so a loser of the race sees "table ... already exists" (an OperationalError,
+    indistinguishable from a real failure), and MLflow runs its Alembic migrations one
+    ALTER at a time, so a retry can meet a schema another process is half-way through
+    migrating. One process at a time creates it; the others then find it finished. The
+    lock costs one flock per open after that."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    database = parsed.database if parsed is not None and parsed.drivername.startswith("sqlite") else None
+    folder = Path(database).parent if database and database != ":memory:" else None
+    if folder is None or not folder.is_dir():  # nothing to lock, or the open will fail with its own message
+        yield
+        return
+    with exclusive_lock(Path(f"{database}.lock")):
+        yield
+
 
 #: Something optional (plots, artifacts, the model registry): any error is logged and
 #: the caller goes on; nothing is retried.

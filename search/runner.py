@@ -22,14 +22,14 @@ from neurosearch.simulators import Dataset, generate
 
 from .artifacts import log_study
 from .config import Config
-from .errors import mask_url
+from .errors import UserError, mask_url
 from .metrics import METRICS
 from . import learning_curve
 from .confirm import confirm_depth, confirmations, depth_finished
 from .objective import StudyContext, make_objective
 from .preflight import preflight, writable_folder
 from .report import StudyReport, build_report, learning_curve_key, render
-from .study import enqueue_plan, open_study, record_study_attrs, run_worker
+from .study import enqueue_plan, open_study, record_study_attrs, run_worker, unfinished
 from .tracking import Tracker
 from .workspace import (
     ATTR_DATASET_HASH,
@@ -136,6 +136,9 @@ def run(config: Config, console: Console, progress: bool = True, json_out: Path 
         run_worker(study, objective, poll_s=min(5.0, config.study.heartbeat_s), on_wait=on_wait, on_done=on_done)
     report = conclude(study, ctx, console)
     render(report, console)
+    problem = unfinished(study)
+    if problem is not None:  # a run that leaves work undone must not look like a success
+        raise UserError(problem)
     return report
 
 

@@ -31,6 +31,7 @@ from neurosearch.spaces.base import MAX_DEPTH
 from .config import Config
 from .errors import UserError
 from .metrics import METRICS
+from .signals import describe
 from .workspace import (
     ATTR_DATASET_HASH,
     ATTR_FAIL_REASON,
@@ -205,10 +206,15 @@ def enqueue_plan(study: optuna.Study, config: Config) -> int:
     return added
 
 
-def claim_waiting_trial(study: optuna.Study) -> int | None:
-    """Atomically move one WAITING trial to RUNNING; None when the queue is empty."""
+def claim_waiting_trial(study: optuna.Study, leave: frozenset[int] | set[int] = frozenset()) -> int | None:
+    """Atomically move one WAITING trial to RUNNING; None when the queue is empty.
+
+    ``leave``: first-attempt numbers whose retries this worker does not take (they failed
+    here on a transient error; another worker or a rerun takes them)."""
     storage = storage_of(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) in leave:
+            continue
         try:
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
                 return trial._trial_id
@@ -260,6 +266,43 @@ class TrialSkipped(Exception):
 Objective = Callable[[optuna.Trial], float]
 
 
+def transient(exc: BaseException) -> bool:
+    """A failure of the machine rather than of the network (a full disk, a lost file server
+    or connection): the same trial may well succeed when run again."""
+    return isinstance(exc, OSError)
+
+
+def requeue(study: optuna.Study, failed: FrozenTrial) -> bool:
+    """Enqueue a failed trial again with the same params, through the storage's own retry
+    callback (``RetryHeartbeatStaleTrialCallback``: bounded by ``study.max_retry``, keyed to
+    the first attempt, whose checkpoint the retry resumes). False when retries are used up
+    or the storage has no retry callback (a reader's)."""
+    get_callback = getattr(storage_of(study), "get_heartbeat_stale_trial_callback", None)  # RDB storages have one
+    callback = get_callback() if get_callback is not None else None
+    if callback is None:
+        return False
+    callback(study, failed)
+    root = RetryHeartbeatStaleTrialCallback.retried_trial_number(failed)
+    root = failed.number if root is None else root
+    return any(RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == root and t.number > failed.number
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def unfinished(study: optuna.Study) -> str | None:
+    """Why a run that ran out of trials it may take has not finished the plan, or None:
+    trials queued again after a transient failure, or no trial finished at all."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    if waiting:
+        reasons = sorted({str(t.user_attrs.get(ATTR_FAIL_REASON, "a transient error")) for t in waiting})
+        return (f"{len(waiting)} trial(s) failed on a transient error and wait to run again ({'; '.join(reasons)}): "
+                "fix the cause and run the same command again")
+    if trials and not any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+        reasons = sorted({str(t.user_attrs.get(ATTR_FAIL_REASON) or t.user_attrs.get(ATTR_SKIP_REASON)) for t in trials})
+        return f"no trial finished: all {len(trials)} failed ({'; '.join(reasons)})"
+    return None
+
+
 def run_worker(
     study: optuna.Study,
     objective: Objective,
@@ -272,9 +315,10 @@ def run_worker(
     storage = storage_of(study)
     interval = storage.get_heartbeat_interval() or poll_s
     ran = 0
+    failed_here: set[int] = set()  # first attempts that failed here on a transient error
     while True:
         fail_stale_trials(study)
-        trial_id = claim_waiting_trial(study)
+        trial_id = claim_waiting_trial(study, leave=failed_here)
         if trial_id is None:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not running:
@@ -299,11 +343,18 @@ def run_worker(
             except (optuna.exceptions.StorageInternalError, SQLAlchemyError):
                 raise  # the database stayed away past reconnect_s: the heartbeat will hand the trial on
             except Exception as exc:  # a crash in one trial must not end the study
-                log.exception("trial %d failed", trial.number)
-                trial.set_user_attr(ATTR_FAIL_REASON, f"{type(exc).__name__}: {exc}"[:2000])
+                reason = f"{type(exc).__name__}: {exc}"[:2000]
+                trial.set_user_attr(ATTR_FAIL_REASON, reason)
                 frozen = study.tell(trial, state=TrialState.FAIL)
-            except KeyboardInterrupt:
-                trial.set_user_attr(ATTR_FAIL_REASON, "interrupted (Ctrl-C); re-enqueued to resume from its checkpoint")
+                if transient(exc) and requeue(study, frozen):  # for a rerun or another worker, not this one
+                    log.warning("trial %d failed (%s); queued to run again", trial.number, reason)
+                    root = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+                    failed_here.add(frozen.number if root is None else root)
+                else:
+                    log.exception("trial %d failed", trial.number)
+            except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM (search/signals.py)
+                trial.set_user_attr(ATTR_FAIL_REASON,
+                                    f"interrupted ({describe(interrupt)}); re-enqueued to resume from its checkpoint")
                 frozen = study.tell(trial, state=TrialState.FAIL)
                 RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
                 raise

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import mask_secrets
-from .retry import FIRST_USE, Retry
+from .retry import FIRST_USE, Retry, sqlite_first_use
 
 #: a logging call waits out an unreachable tracking store, then warns and goes on:
 #: a tracking outage must never cost a trial
@@ -57,7 +57,8 @@ class Tracker:
             self._client = MlflowClient(tracking_uri=uri)
             return self._experiment(artifact_root, experiment)
 
-        self.experiment_id = FIRST_USE.call(open_store)
+        with sqlite_first_use(uri):
+            self.experiment_id = FIRST_USE.call(open_store)
 
     def _experiment(self, artifact_root: str, name: str) -> str:
         found = self._client.get_experiment_by_name(name)

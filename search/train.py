@@ -8,8 +8,8 @@ path, so a trial interrupted anywhere continues from its last finished epoch.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurosearch.simulators.storage import write_atomic
 from neurosearch.spaces import InputMeta, get_family
 from neurosearch.spaces.base import Heads
 
@@ -31,6 +32,14 @@ from .weights import load_weights
 
 GRAD_CLIP = 1.0
 """Global gradient-norm ceiling: one bad batch must not throw a deep network off."""
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` through ``write_atomic``: ``path`` is the old file or the whole new one,
+    and a failed write (a full disk) leaves no temporary file behind."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -156,9 +165,7 @@ class Trainer:
     def _save(self) -> None:
         if self.checkpoint is None:
             return
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(".tmp")
-        torch.save(
+        save_atomic(
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -170,9 +177,8 @@ class Trainer:
                 "best_epoch": self.best_epoch,
                 "best_state": self.best_state,
             },
-            tmp,
+            self.checkpoint,
         )
-        os.replace(tmp, self.checkpoint)
 
     @property
     def resumed_epochs(self) -> int:

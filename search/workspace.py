@@ -10,7 +10,6 @@ and read by ``load_model``.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from neurosearch.spaces import InputMeta, get_family
 
 from .config import Config, StudySection
 from .errors import UserError, mask_url
-from .retry import FIRST_USE, Retry
+from .retry import FIRST_USE, Retry, sqlite_first_use
+from .train import save_atomic
 from .weights import load_weights
 
 # --------------------------------------------------------------------------- attribute names
@@ -144,7 +144,8 @@ def open_storage(where: Config | str) -> RDBStorage:
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry),
         }
     try:
-        storage = FIRST_USE.call(ResilientRDBStorage, url, engine_kwargs=engine, **heartbeat)
+        with sqlite_first_use(url):
+            storage = FIRST_USE.call(ResilientRDBStorage, url, engine_kwargs=engine, **heartbeat)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot open the study storage {mask_url(url)}: {reason}") from None
@@ -246,9 +247,7 @@ def save_model(path: Path, model: torch.nn.Module, spec: dict, inputs: InputMeta
                v_std: float) -> None:
     """Everything needed to run the network again: spec, weights, input layout, voltage scale.
     Written atomically, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
+    save_atomic(
         {
             "spec": spec,
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
@@ -257,9 +256,8 @@ def save_model(path: Path, model: torch.nn.Module, spec: dict, inputs: InputMeta
             "v_mean": v_mean,
             "v_std": v_std,
         },
-        tmp,
+        path,
     )
-    os.replace(tmp, path)
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -10,16 +10,19 @@ on one of many machines (see ``parts.py``); ``generate`` merges the parts.
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
+import os
 import platform
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
@@ -270,17 +273,46 @@ def _calibrated(spec: SimulationSpec, setup: worker.WorkerSetup, manifest: dict,
 @contextmanager
 def _pool(spec: SimulationSpec, n_tasks: int) -> Iterator[ProcessPoolExecutor]:
     """Spawned worker processes for ``n_tasks`` simulations (at least 8 for calibration probes);
-    a worker that dies becomes one clear error."""
+    a worker that dies becomes one clear error, and on any interruption (Ctrl-C, SIGTERM, a
+    full disk) the running simulations are not waited for: the workers are terminated."""
     n_workers = max(1, min(spec.resolved_processes(), max(n_tasks, 8)))
-    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=worker.start_process, initargs=(os.getpid(),))
     try:
         yield pool
     except BrokenProcessPool:
         raise SimulatorError(
             f"a simulation worker for model {spec.model!r} died unexpectedly (NEURON crashed or ran out of memory)"
         ) from None
+    except BaseException:
+        _stop_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's workers now (Python 3.14 has ``terminate_workers`` for this;
+    earlier versions only hold them in the private ``_processes``)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+@contextmanager
+def _one_line_write_errors(folder: Path) -> Iterator[None]:
+    """A dataset that cannot be written (a full disk, a quota, no permission) is one line
+    saying which folder and that the finished simulations are kept, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        manifest = storage.read_manifest(folder) or {}
+        kept = sum(entry is not None for entry in manifest.get("shards", []))
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "the file system holding it is full" if full else (exc.strerror or str(exc))
+        raise SimulatorError(
+            f"cannot write dataset {folder}: {what}; the {kept} finished simulation(s) are kept: "
+            f"{'free some space' if full else 'fix that'} and run the same command again to resume"
+        ) from None
 
 
 def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int], progress: bool,
@@ -388,7 +420,7 @@ def generate(spec: SimulationSpec, cache_dir: Path, *, progress: bool = True) ->
     _check_caller(spec)
     key = spec.config_hash()
     folder = Path(cache_dir) / key
-    with exclusive_lock(folder / ".lock"):
+    with _one_line_write_errors(folder), exclusive_lock(folder / ".lock"):
         manifest = _start_record(spec, key, folder / storage.MANIFEST, Path(cache_dir))
         merged = merge_records(manifest, part_records(folder))
         todo = _bad_shards(folder, manifest)

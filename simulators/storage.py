@@ -38,8 +38,10 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: say which
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # (OSError picks the same subclass)
         raise
 
 

@@ -9,6 +9,8 @@ worker ran it or how many workers there are.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,23 @@ class WorkerSetup:
     discard_ms: int
     integrator: str = "fixed"
     cvode_atol: float = 1e-3
+
+
+def start_process(parent_pid: int) -> None:
+    """A pool worker's initializer: it never outlives the process that started it.
+
+    Ctrl-C in a terminal reaches the whole process group; workers ignore it and leave
+    stopping to the parent, which terminates them (``dataset._simulate``). A parent
+    killed outright (SIGKILL, OOM killer) cannot do that, so each worker also watches
+    for its parent's death and then exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:  # re-parented (to init or a subreaper) once the parent is gone
+        time.sleep(0.5)
+    os._exit(1)
 
 
 _runner: CellRunner | None = None
