@@ -305,6 +305,8 @@ def _one_line_write_errors(folder: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if exc.filename and not Path(exc.filename).resolve().is_relative_to(folder.resolve()):
+            raise  # another folder (e.g. the compile cache): the CLI names that file instead
         manifest = storage.read_manifest(folder) or {}
         kept = sum(entry is not None for entry in manifest.get("shards", []))
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -36,7 +36,9 @@ FOR_CORENEURON = ' for CoreNEURON (integrator = "fixed" runs them without it)'
 compile_count = 0
 """How many times this process actually ran nrnivmodl (cache misses); for tests and logs."""
 
-_loaded: set[Path] = set()
+_loaded: set[str] = set()
+"""Build keys (a build folder's name: the hash of its sources, NEURON version and machine)
+loaded into this process; the same sources compiled in another cache are the same library."""
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -202,7 +204,7 @@ def merged_sources(folders: list[Path], root: Path | None = None) -> Path:
 def load_compiled(build_dir: Path) -> None:
     """Load an already compiled build folder into this process's NEURON, once."""
     build_dir = Path(build_dir)
-    if build_dir in _loaded:
+    if build_dir.name in _loaded:
         return
     import neuron
 
@@ -215,7 +217,7 @@ def load_compiled(build_dir: Path) -> None:
         raise SimulatorError(f"NEURON could not load the mechanisms from {source}: {exc}") from None
     if not ok:
         raise SimulatorError(f"NEURON could not load the mechanisms from {build_dir}")
-    _loaded.add(build_dir)
+    _loaded.add(build_dir.name)
 
 
 def load_mechanisms(folder: Path | str, root: Path | None = None) -> Path:

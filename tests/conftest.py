@@ -2,10 +2,59 @@
 
 from __future__ import annotations
 
+import queue
+import re
+import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
+
+
+class LineReader:
+    """A subprocess's output lines, read by a background thread, so that a test can wait
+    for one line with a deadline instead of blocking on the pipe (``output``: every line so far)."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=lambda: [*map(self._lines.put, process.stdout), self._lines.put(None)],
+                         daemon=True).start()
+
+    def until(self, pattern: str | re.Pattern, timeout: float = 240) -> re.Match | None:
+        """The first new line matching ``pattern`` (None: the output ended or the time ran out)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                return None
+            self.output.append(line)
+            if found := re.search(pattern, line):
+                return found
+        return None
+
+    def drain(self, timeout: float = 5) -> None:
+        """Collect what is left, until the output ends or stays silent for ``timeout`` s."""
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                return
+            if line is None:
+                return
+            self.output.append(line)
+
+
+@pytest.fixture(scope="session")
+def line_reader() -> type[LineReader]:
+    """``LineReader`` for test modules (conftest is not importable under --import-mode=importlib)."""
+    return LineReader
+
 
 TINY_STUDY = """
 [study]

@@ -94,3 +94,10 @@ def test_sqlite_file_in_a_folder_that_cannot_exist_is_one_clear_error(tmp_path) 
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot create the folder of the SQLite file"):
         load_config(None, [f'tracking.uri="sqlite:///{blocker}/sub/mlflow.db"'])
+
+
+@pytest.mark.parametrize("metric, threshold", [("spike_auc", -1), ("spike_auc", 1.5), ("voltage_rmse", 0)])
+def test_threshold_outside_the_metrics_range_is_refused(tmp_path: Path, metric: str, threshold: float) -> None:
+    """Issue 10: `threshold = -1` used to report "shallowest passing depth 1"."""
+    with pytest.raises(UserError, match="threshold"):
+        load_config(None, [f'target.metric="{metric}"', f"target.threshold={threshold}"])

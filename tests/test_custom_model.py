@@ -210,18 +210,3 @@ def test_synapse_factory_places_the_users_synapses(tmp_path: Path) -> None:
     quiet = runner.run(np.zeros(0, dtype=np.int64), np.zeros(0), 100).voltage
     excited = runner.run(np.array([0, 1, 2] * 5), np.repeat(np.arange(10.0, 60.0, 10.0), 3), 100).voltage
     assert excited.max() > quiet.max() + 5  # the excitatory inputs depolarise the soma
-
-
-def test_custom_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from neurosearch.search.config import load_config
-
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "search.toml").write_text(
-        '[simulator]\nmodel = "custom"\n[simulator.custom]\n'
-        'builder = "cell.py:build"\nmechanisms = "mods"\nmorphology = "shapes/cell.swc"\n'
-    )
-    monkeypatch.chdir(tmp_path)
-    custom = load_config(Path("model/search.toml")).simulator.custom
-    assert custom.builder == f"{folder / 'cell.py'}:build"
-    assert custom.mechanisms == folder / "mods" and custom.morphology == folder / "shapes" / "cell.swc"

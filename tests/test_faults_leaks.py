@@ -10,15 +10,12 @@ import hashlib
 import json
 import os
 import pathlib
-import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -253,7 +250,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.postgres
-def test_a_password_appears_nowhere(tmp_path: Path, shared: Path, tiny_toml, role) -> None:
+def test_a_password_appears_nowhere(tmp_path: Path, shared: Path, tiny_toml, role, line_reader) -> None:
     import psutil
     from mlflow import MlflowClient
 
@@ -293,19 +290,10 @@ def test_a_password_appears_nowhere(tmp_path: Path, shared: Path, tiny_toml, rol
     ui = subprocess.Popen([sys.executable, "-m", "neurosearch.search.cli", "ui", "--port", str(port)], cwd=tmp_path,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=lambda: [*map(lines.put, ui.stdout), lines.put(None)], daemon=True).start()
-    output: list[str] = []
+    reader = line_reader(ui)
+    output = reader.output
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not any("MLflow UI on" in line for line in output):
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            output.append(line)
+        reader.until("MLflow UI on")
         assert any(re.search(rf"MLflow UI on postgresql://{user}:\*\*\*@", line) for line in output), "".join(output)
         children = psutil.Process(ui.pid).children(recursive=True)
         cmdlines = {child.pid: Path(f"/proc/{child.pid}/cmdline").read_bytes().decode(errors="replace")

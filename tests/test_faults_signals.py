@@ -168,9 +168,10 @@ def test_sigterm_during_training_hands_the_trial_back_and_a_rerun_finishes(
     root = study_root(tmp_path, tiny_toml(epochs=4, steps_per_epoch=30), simulated)
     storage = f"sqlite:///{root}/state/optuna.db"
     proc = start("run", "--no-progress", cwd=root)
-    checkpoint = root / "state" / "studies" / "tiny" / "checkpoints" / "trial-0.pt"
+    study_files = root / "state" / "studies" / "tiny"  # then <uid>/checkpoints/
     try:  # a file, not the database: opening it from here would race the run's own creation of it
-        wait_until(lambda: proc.poll() is not None or checkpoint.exists(), what="the first epoch's checkpoint")
+        wait_until(lambda: proc.poll() is not None or any(study_files.glob("*/checkpoints/trial-0.pt")),
+                   what="the first epoch's checkpoint")
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=120)
     finally:
@@ -183,7 +184,7 @@ def test_sigterm_during_training_hands_the_trial_back_and_a_rerun_finishes(
     # handed back at once: its retry waits now, so a rerun need not wait out grace_s
     assert [t for t in trials if t.state == TrialState.WAITING and t.system_attrs.get("failed_trial") == interrupted[0].number]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert (root / "state" / "studies" / "tiny" / "checkpoints" / f"trial-{interrupted[0].number}.pt").exists()
+    assert list(study_files.glob(f"*/checkpoints/trial-{interrupted[0].number}.pt"))
 
     again = neurosearch("run", "--no-progress", cwd=root)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -197,7 +198,7 @@ def test_disk_full_during_training_is_retried_by_the_rerun(tmp_path: Path, tiny_
     """Checkpoints on a full file system: every trial fails with ENOSPC, the run says so and
     exits 2; with space again the same command finishes the plan from the retried trials."""
     root = study_root(tmp_path, tiny_toml(epochs=1, steps_per_epoch=2), simulated)
-    checkpoints = tmpfs(root / "state" / "studies" / "tiny" / "checkpoints", "4k")
+    checkpoints = tmpfs(root / "state" / "studies" / "tiny", "4k")  # the study's files: <uid>/checkpoints/…
     full = neurosearch("run", "--no-progress", cwd=root)
     assert full.returncode == 2, full.stdout + full.stderr
     last = full.stdout.strip().splitlines()[-1]

@@ -8,7 +8,6 @@ and the `selenium` package: skipped without them, failed on CI (env var CI set).
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shutil
 import signal
@@ -16,8 +15,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -73,32 +70,15 @@ def store(tmp_path_factory: pytest.TempPathFactory, tiny_toml) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ui(store: Path):
+def ui(store: Path, line_reader):
     """`neurosearch ui --port <free>` as a subprocess; (URL it printed, tracking URI it named, output)."""
     port = free_port()
     process = subprocess.Popen(cli("ui", "--port", str(port)), cwd=store, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: queue.Queue[str | None] = queue.Queue()
-    output: list[str] = []
-
-    def pump() -> None:
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    found = None
-    deadline = time.monotonic() + 240
+    reader = line_reader(process)
+    output = reader.output
     try:
-        while found is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            output.append(line)
-            found = URL_LINE.search(line)
+        found = reader.until(URL_LINE)
         assert found, f"neurosearch ui printed no URL:\n{''.join(output)}"
         assert int(found.group(3)) == port
         servers = psutil.Process(process.pid).children(recursive=True)  # mlflow server and its web server
@@ -111,21 +91,13 @@ def ui(store: Path):
             process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
-        while (line := _drain(lines)) is not None:
-            output.append(line)
+        reader.drain()
         gone, alive = psutil.wait_procs(servers, timeout=30)
         for stray in alive:  # never leave a server behind, even when the test fails
             stray.kill()
     assert process.returncode == 0, "".join(output)
     assert "stopping the MLflow UI" in "".join(output)
     assert not alive, f"processes left running after Ctrl-C: {[p.pid for p in alive]}"
-
-
-def _drain(lines: queue.Queue) -> str | None:
-    try:
-        return lines.get(timeout=5)
-    except queue.Empty:
-        return None
 
 
 def png_width(data: bytes) -> int:
