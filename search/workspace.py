@@ -79,9 +79,17 @@ OPTUNA_FIXED_PARAMS = "fixed_params"
 # --------------------------------------------------------------------------- the storage
 
 
+#: SQLite reports these faults as OperationalError too, yet waiting does not mend them
+NOT_A_LOST_CONNECTION = ("no such table", "no such column", "has no column", "syntax error",
+                         "database or disk is full", "readonly database", "file is not a database")
+
+
 def connection_lost(exc: BaseException) -> bool:
-    """The database went away (a restart, a network blip), as opposed to a real error."""
+    """The database went away (a restart, a network blip, a locked SQLite file), as opposed
+    to a real error (a broken schema, a full disk), which is reported at once."""
     cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+    if isinstance(cause, OperationalError) and any(s in str(cause.orig).lower() for s in NOT_A_LOST_CONNECTION):
+        return False
     return isinstance(cause, (OperationalError, InterfaceError)) or (
         isinstance(cause, DBAPIError) and cause.connection_invalidated
     )

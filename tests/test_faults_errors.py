@@ -12,12 +12,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
+from sqlalchemy.exc import OperationalError
 
 from neurosearch.search.cli import main
 from neurosearch.search.config import Config, StudySection
 from neurosearch.search.errors import UserError
-from neurosearch.search.workspace import study_summaries
+from neurosearch.search.workspace import connection_lost, study_summaries
 
 #: nothing listens on port 1: a database that is simply not there
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/x"
@@ -154,6 +156,13 @@ def test_a_storage_that_fails_after_opening_is_one_line(tmp_path: Path) -> None:
     db.execute("ALTER TABLE studies RENAME COLUMN study_name TO renamed")
     db.commit()
     db.close()
-    config = Config(study=StudySection(storage=url, reconnect_s=0))
+    config = Config(study=StudySection(storage=url))  # the default reconnect_s: a broken schema is not waited out
     with pytest.raises(UserError, match=r"^cannot read the study storage sqlite:///.*broken\.db: no such column"):
         study_summaries(config)
+    with sqlalchemy.create_engine(url).connect() as connection:
+        with pytest.raises(OperationalError) as broken:
+            connection.execute(sqlalchemy.text("SELECT study_name FROM studies"))
+    assert not connection_lost(broken.value)
+    with pytest.raises(OperationalError) as lost:  # nothing listens there: a lost connection, waited out
+        sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/x").connect()
+    assert connection_lost(lost.value)
