@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from neurosearch.simulators import SimulationSpec
 from neurosearch.spaces import FAMILIES, get_family
 
-from .errors import UserError, mask_secrets, mask_url
+from .errors import UserError, mask_secrets, mask_url, sqlite_file
 from .metrics import METRICS
 
 #: a study name becomes a folder and file names under work_dir: a safe set of characters
@@ -254,11 +254,12 @@ def _resolve(base: Path, value: str | Path) -> Path:
 def _resolve_sqlite(base: Path, url: str) -> str:
     """Make a relative ``sqlite:///file`` URL absolute against the config's folder."""
     try:
-        parsed = make_url(url)
+        make_url(url)  # garbage is refused here, with the parser's reason
     except Exception as exc:  # sqlalchemy raises ArgumentError for garbage
         raise UserError(f"storage URL {mask_url(url)!r} is not a database URL ({mask_secrets(str(exc))})") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        db = _resolve(base, parsed.database)
+    database = sqlite_file(url)
+    if database is not None:
+        db = _resolve(base, database)
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

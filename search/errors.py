@@ -1,11 +1,14 @@
 """What a user is shown when something goes wrong: the one exception type that the CLI
-prints as a plain message (no traceback), and URLs with their passwords masked."""
+prints as a plain message (no traceback), and database URLs: their passwords masked, and
+the SQLite file one names."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 
 class UserError(Exception):
@@ -15,6 +18,15 @@ class UserError(Exception):
 #: ``scheme://user:`` ... ``@``: the password is everything up to the last ``@`` before
 #: the host, so a raw ``@``, ``:``, ``\`` or ``"`` in it is masked too
 _CREDENTIALS = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@'\"]*:)\S*@")
+
+
+def first_reason(exc: BaseException) -> str:
+    """The first line of what went wrong underneath (the driver's error, the socket's)."""
+    cause = getattr(exc, "orig", None) or getattr(exc, "reason", None) or exc  # SQLAlchemy's, urllib's
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
 
 
 def mask_url(url: str) -> str:
@@ -29,3 +41,15 @@ def mask_secrets(text: str) -> str:
     """``text`` with the password of every URL in it replaced by *** (error messages,
     params and tags can quote a URL anywhere)."""
     return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file an ``sqlite:///…`` URL names (None: another database, an
+    in-memory one, or no URL at all)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)

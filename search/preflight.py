@@ -10,28 +10,22 @@ training device) and tries every folder it will write, and each failure is one
 from __future__ import annotations
 
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import sqlalchemy
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from optuna.storages import RDBStorage
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
+from . import probe
 from .config import Config
-from .errors import UserError, mask_url
+from .errors import UserError, first_reason, mask_url, sqlite_file
 from .tracking import Tracker
 from .train import resolve_device
 from .workspace import Workspace, open_storage
-
-#: seconds a probe waits for a store that does not answer (a wrong host, a firewall)
-PROBE_TIMEOUT_S = 5
 
 
 @dataclass(frozen=True)
@@ -41,15 +35,6 @@ class Ready:
     storage: RDBStorage
     tracker: Tracker
     device: torch.device
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of what went wrong underneath (the driver's error, the socket's)."""
-    cause = getattr(exc, "orig", None) or getattr(exc, "reason", None) or exc  # SQLAlchemy's, urllib's
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    text = str(cause).strip()
-    return text.splitlines()[0] if text else type(cause).__name__
 
 
 def writable_folder(folder: Path, what: str) -> Path:
@@ -78,35 +63,8 @@ def writable_file(path: Path, what: str) -> Path:
 
 def _sqlite_folder(url: str) -> Path | None:
     """The folder of a SQLite database file (SQLite writes its journal beside it)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database).parent
-
-
-def _probe_database(url: str) -> None:
-    """Connect once with a short timeout and read the table list (as MLflow does before it
-    retries for a minute and a half)."""
-    parsed = make_url(url)
-    timeout_drivers = ("postgresql", "mysql")  # libpq's and MySQL's connect_timeout
-    connect_args = {"connect_timeout": PROBE_TIMEOUT_S} if parsed.get_backend_name() in timeout_drivers else {}
-    engine = sqlalchemy.create_engine(parsed, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        sqlalchemy.inspect(engine).get_table_names()
-    finally:
-        engine.dispose()
-
-
-def _probe_server(url: str) -> None:
-    """Any HTTP answer means the tracking server is there; MLflow's own client then
-    handles authentication and retries a blip."""
-    try:
-        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
-    except urllib.error.HTTPError:  # an answer, if not the one hoped for
-        pass
+    database = sqlite_file(url)
+    return None if database is None else database.parent
 
 
 def check_tracking(uri: str, artifacts: str) -> None:
@@ -118,17 +76,17 @@ def check_tracking(uri: str, artifacts: str) -> None:
     scheme = urlsplit(uri).scheme.lower()
     try:
         if scheme in ("http", "https"):
-            _probe_server(uri)
+            probe.server(uri)
         elif scheme.split("+")[0] in DATABASE_ENGINES:
             folder = _sqlite_folder(uri)
             if folder is not None:
                 writable_folder(folder, "the tracking store's folder")
-            _probe_database(uri)
+            probe.database(uri)
         elif scheme in ("", "file"):
             writable_folder(Path(urlsplit(uri).path if scheme == "file" else uri), "the tracking store")
         # any other scheme (databricks, a plugin's) is MLflow's to open: ``open_tracker``
     except (SQLAlchemyError, ImportError, OSError) as exc:  # urllib's URLError is an OSError
-        raise UserError(f"cannot reach the tracking store {where}: {_reason(exc)}") from None
+        raise UserError(f"cannot reach the tracking store {where}: {first_reason(exc)}") from None
     if "://" not in artifacts:
         writable_folder(Path(artifacts), "the artifact folder")
 
@@ -140,7 +98,7 @@ def open_tracker(config: Config) -> Tracker:
     try:
         return Tracker(config.tracking.uri, config.tracking.artifacts, config.experiment_name)
     except (MlflowException, SQLAlchemyError, OSError) as exc:
-        raise UserError(f"cannot open the tracking store {mask_url(config.tracking.uri)}: {_reason(exc)}") from None
+        raise UserError(f"cannot open the tracking store {mask_url(config.tracking.uri)}: {first_reason(exc)}") from None
 
 
 def preflight(config: Config, json_out: Path | None = None) -> Ready:

@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from neurosearch.simulators.locking import exclusive_lock
+
+from .errors import sqlite_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,6 +109,7 @@ def _schema_race(exc: BaseException) -> bool:
 #: although the schema is now fine. Such a set-up is simply tried again.
 FIRST_USE = Retry(when=_schema_race, attempts=8, wait=jittered(0.5, 2.0), what="creating the store's schema")
 
+
 @contextlib.contextmanager
 def sqlite_first_use(url: str) -> Iterator[None]:
     """Hold a file lock next to an SQLite database while a store opens it (a no-op for
@@ -119,13 +121,8 @@ def sqlite_first_use(url: str) -> Iterator[None]:
     ALTER at a time, so a retry can meet a schema another process is half-way through
     migrating. One process at a time creates it; the others then find it finished. The
     lock costs one flock per open after that."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        parsed = None
-    database = parsed.database if parsed is not None and parsed.drivername.startswith("sqlite") else None
-    folder = Path(database).parent if database and database != ":memory:" else None
-    if folder is None or not folder.is_dir():  # nothing to lock, or the open will fail with its own message
+    database = sqlite_file(url)
+    if database is None or not database.parent.is_dir():  # nothing to lock, or the open will fail with its own message
         yield
         return
     with exclusive_lock(Path(f"{database}.lock")):

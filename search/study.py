@@ -43,6 +43,7 @@ from .workspace import (
     ATTR_TARGET_METRIC,
     ATTR_TARGET_THRESHOLD,
     OPTUNA_FIXED_PARAMS,
+    first_attempt,
     storage_of,
 )
 
@@ -282,8 +283,7 @@ def requeue(study: optuna.Study, failed: FrozenTrial) -> bool:
     if callback is None:
         return False
     callback(study, failed)
-    root = RetryHeartbeatStaleTrialCallback.retried_trial_number(failed)
-    root = failed.number if root is None else root
+    root = first_attempt(failed)
     return any(RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == root and t.number > failed.number
                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
@@ -348,8 +348,7 @@ def run_worker(
                 frozen = study.tell(trial, state=TrialState.FAIL)
                 if transient(exc) and requeue(study, frozen):  # for a rerun or another worker, not this one
                     log.warning("trial %d failed (%s); queued to run again", trial.number, reason)
-                    root = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-                    failed_here.add(frozen.number if root is None else root)
+                    failed_here.add(first_attempt(frozen))
                 else:
                     log.exception("trial %d failed", trial.number)
             except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM (search/signals.py)

@@ -8,7 +8,6 @@ path, so a trial interrupted anywhere continues from its last finished epoch.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurosearch.simulators.storage import write_atomic
 from neurosearch.spaces import InputMeta, get_family
 from neurosearch.spaces.base import Heads
 
@@ -27,19 +25,11 @@ from .config import TrainingSection
 from .data import SplitTensors
 from .errors import UserError
 from .metrics import evaluate
-from .weights import load_weights
+from .weights import load_weights, save_atomic
 
 
 GRAD_CLIP = 1.0
 """Global gradient-norm ceiling: one bad batch must not throw a deep network off."""
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` through ``write_atomic``: ``path`` is the old file or the whole new one,
-    and a failed write (a full disk) leaves no temporary file behind."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomic(path, buffer.getvalue())
 
 
 def trial_seed(study_seed: int, number: int) -> int:

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError, mask_secrets, mask_url
+from .errors import UserError, first_reason, mask_secrets, mask_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -85,22 +85,13 @@ def check_database(tracking_uri: str, timeout_s: int = 10) -> None:
     dialect = tracking_uri.split("://", 1)[0].split("+", 1)[0]
     if dialect not in ("postgresql", "mysql", "mssql"):
         return
-    import sqlalchemy
+    from . import probe
 
-    engine = None
     try:
-        connect_args = {"connect_timeout": timeout_s} if dialect in ("postgresql", "mysql") else {}
-        engine = sqlalchemy.create_engine(tracking_uri, connect_args=connect_args)
-        with engine.connect():
-            pass
+        probe.database(tracking_uri, timeout_s)
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the user's to fix
-        reason = mask_secrets(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
-        raise UserError(
-            f"cannot reach the tracking store {mask_url(tracking_uri)}: {reason[0] if reason else type(exc).__name__}"
-        ) from None
-    finally:
-        if engine is not None:
-            engine.dispose()
+        reason = mask_secrets(first_reason(exc))
+        raise UserError(f"cannot reach the tracking store {mask_url(tracking_uri)}: {reason}") from None
 
 
 def last_error(output: str) -> str:

@@ -1,5 +1,6 @@
-"""Reading the torch files a study keeps (checkpoints, trained models) from a folder that
-other users and machines share: as weights and plain values only, never as code.
+"""The torch files a study keeps (checkpoints, trained models) in a folder that other
+users and machines share: written atomically, read as weights and plain values only,
+never as code.
 
 ``torch.load(weights_only=False)`` unpickles arbitrary objects, so a file planted in a
 shared ``work_dir`` could run code in every worker that resumes from it. What neurosearch
@@ -9,6 +10,7 @@ anything else is refused with one line.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 from pathlib import Path
@@ -16,7 +18,17 @@ from typing import Any
 
 import torch
 
+from neurosearch.simulators.storage import write_atomic
+
 from .errors import UserError
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` through ``write_atomic``: ``path`` is the old file or the whole new one,
+    and a failed write (a full disk) leaves no temporary file behind."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_weights(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:

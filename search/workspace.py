@@ -24,10 +24,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from neurosearch.spaces import InputMeta, get_family
 
 from .config import Config, StudySection
-from .errors import UserError, mask_url
+from .errors import UserError, first_reason, mask_url
 from .retry import FIRST_USE, Retry, sqlite_first_use
-from .train import save_atomic
-from .weights import load_weights
+from .weights import load_weights, save_atomic
 
 # --------------------------------------------------------------------------- attribute names
 # The names under which a study and its trials keep their user attributes. They are
@@ -168,10 +167,7 @@ def _reading(url: str) -> Iterator[None]:
     try:
         yield
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        cause = exc.__cause__ or exc
-        reason = str(getattr(cause, "orig", None) or cause).strip()
-        raise UserError(f"cannot read the study storage {mask_url(url)}: "
-                        f"{reason.splitlines()[0] if reason else type(cause).__name__}") from None
+        raise UserError(f"cannot read the study storage {mask_url(url)}: {first_reason(exc.__cause__ or exc)}") from None
 
 
 def _url(where: Config | str) -> str:
@@ -193,6 +189,13 @@ def study_summaries(where: Config | str) -> list[optuna.study.StudySummary]:
     storage = open_storage(where)
     with _reading(_url(where)):
         return optuna.get_all_study_summaries(storage=storage)
+
+
+def first_attempt(trial: FrozenTrial) -> int:
+    """The number of the trial's first attempt: its own, or the one its retries go back to
+    (Optuna's ``RetryHeartbeatStaleTrialCallback`` records it)."""
+    root = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return trial.number if root is None else root
 
 
 def study_uid(study: optuna.Study) -> str | None:
@@ -236,8 +239,7 @@ class Workspace:
 
     def checkpoint(self, trial: FrozenTrial) -> Path:
         """Keyed by the first attempt's number, so every retry finds the same file."""
-        root = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-        return self.folder / "checkpoints" / f"trial-{trial.number if root is None else root}.pt"
+        return self.folder / "checkpoints" / f"trial-{first_attempt(trial)}.pt"
 
     def model(self, number: int) -> Path:
         """A finished trial's trained network (``save_model``/``load_model``)."""
