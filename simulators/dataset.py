@@ -344,16 +344,17 @@ def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int
                 result = future.result()
                 i = result["index"]
                 name = storage.shard_name(i)
-                sha = storage.write_shard(folder / name, result["arrays"])
-                manifest["shards"][i] = {
-                    "file": name,
-                    "sha256": sha,
-                    "wall_s": round(result["wall_s"], 4),
-                    "simulated_s": simulated_s,
-                    "n_output_spikes": int(result["arrays"]["output_spikes"].size),
-                }
-                _summarise_speed(manifest)
-                storage.write_record(record_file, manifest)
+                with storage.signals_held():  # the shard and the record naming it, or neither
+                    sha = storage.write_shard(folder / name, result["arrays"])
+                    manifest["shards"][i] = {
+                        "file": name,
+                        "sha256": sha,
+                        "wall_s": round(result["wall_s"], 4),
+                        "simulated_s": simulated_s,
+                        "n_output_spikes": int(result["arrays"]["output_spikes"].size),
+                    }
+                    _summarise_speed(manifest)
+                    storage.write_record(record_file, manifest)
                 bar.advance(task)
 
 

@@ -11,6 +11,10 @@ import io
 import json
 import os
 import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,33 @@ SHARD_ARRAYS = ("input_index", "input_time", "voltage", "output_spikes")
 def shard_name(index: int) -> str:
     """Path of simulation ``index``'s shard, relative to the dataset folder."""
     return f"shards/sim_{index:05d}.npz"
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver the first one.
+
+    A shard and the record that counts it are two files; a signal between the two writes
+    would leave a finished simulation on disk that no record names, and a rerun would
+    simulate it again. The handlers are swapped rather than the signals masked: a masked
+    signal goes to another thread (the worker pool's) and Python still runs its handler in
+    the main thread at once. Only the main thread can swap handlers; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    # a handler installed outside Python (None) cannot be put back, so it is left alone
+    previous = {signum: handler for signum in (signal.SIGINT, signal.SIGTERM)
+                if (handler := signal.getsignal(signum)) is not None}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,8 +21,10 @@ import pytest
 from optuna.trial import TrialState
 
 from neurosearch.search.config import load_config
+from neurosearch.search.signals import raise_on_sigterm
 from neurosearch.search.study import TrialFailed, enqueue_plan, open_study, run_worker, suggest_slot, unfinished
 from neurosearch.search.workspace import open_storage
+from neurosearch.simulators import storage
 
 CLI = [sys.executable, "-m", "neurosearch.search.cli"]
 
@@ -120,6 +124,34 @@ def test_signal_during_simulate_keeps_shards_and_leaves_no_workers(tmp_path: Pat
     assert manifest["status"] == "incomplete" and 2 <= kept < 16
     assert kept == shards_on_disk(root)  # every shard on disk is in the manifest, and the other way round
     assert not leftovers(root)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_between_shard_and_record_waits_until_both_are_written(tmp_path: Path, signum) -> None:
+    """The window the test above can hit by chance (a shard on disk, its record not yet
+    rewritten), hit on purpose: the signal is raised inside it and must land after it."""
+    previous = signal.getsignal(signal.SIGTERM)
+    raise_on_sigterm()  # as the CLI does
+    written: list[str] = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with storage.signals_held():
+                # sent from another thread, as the pool's manager thread exists in `simulate`:
+                # the kernel may hand a process-wide signal to any thread that accepts it
+                sender = threading.Thread(target=os.kill, args=(os.getpid(), signum))
+                sender.start()
+                sender.join()
+                time.sleep(0.1)
+                storage.write_atomic(tmp_path / "sim_00001.npz", b"shard")
+                written.append("shard")
+                storage.write_record(tmp_path / "manifest.json", {"shards": ["sim_00001.npz"]})
+                written.append("record")
+            written.append("after the block")  # never: the held signal is delivered on leaving it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert written == ["shard", "record"]
+    assert storage.read_record(tmp_path / "manifest.json") == {"shards": ["sim_00001.npz"]}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are back
 
 
 def test_workers_exit_when_simulate_is_killed_outright(tmp_path: Path, tiny_toml) -> None:
