@@ -299,16 +299,17 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 
 @contextmanager
-def _one_line_write_errors(folder: Path) -> Iterator[None]:
+def _one_line_write_errors(folder: Path, record_file: Path | None = None) -> Iterator[None]:
     """A dataset that cannot be written (a full disk, a quota, no permission) is one line
-    saying which folder and that the finished simulations are kept, not a traceback."""
+    saying which folder and how many finished simulations its record (the manifest, or a
+    part's ``record_file``) keeps, not a traceback."""
     try:
         yield
     except OSError as exc:
         if exc.filename and not Path(exc.filename).resolve().is_relative_to(folder.resolve()):
             raise  # another folder (e.g. the compile cache): the CLI names that file instead
-        manifest = storage.read_manifest(folder) or {}
-        kept = sum(entry is not None for entry in manifest.get("shards", []))
+        record = storage.read_record(record_file or folder / storage.MANIFEST) or {}
+        kept = sum(entry is not None for entry in record.get("shards", []))
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         what = "the file system holding it is full" if full else (exc.strerror or str(exc))
         raise SimulatorError(
@@ -393,20 +394,21 @@ def generate_part(spec: SimulationSpec, cache_dir: Path, part: Part, *, progress
     folder = Path(cache_dir) / key
     record_file = part.record_file(folder)
     mine = part.indices(spec.n_simulations)
-    record = _start_record(spec, key, record_file, Path(cache_dir))
-    record["part"] = [part.k, part.n]
-    manifest = storage.read_manifest(folder)
-    others = [r for r in (manifest, *part_records(folder)) if r is not None]
-    taken = merge_records(record, others, mine)
-    todo = _bad_shards(folder, record, mine)
-    for i in todo:
-        record["shards"][i] = None
-    if todo:
-        record["status"] = "incomplete"
-        _simulate(spec, record, folder, todo, progress, record_file)
-    if todo or taken or record.get("status") != "complete":
-        record["status"] = "complete"  # (this part's simulations)
-        storage.write_record(record_file, record)
+    with _one_line_write_errors(folder, record_file):
+        record = _start_record(spec, key, record_file, Path(cache_dir))
+        record["part"] = [part.k, part.n]
+        manifest = storage.read_manifest(folder)
+        others = [r for r in (manifest, *part_records(folder)) if r is not None]
+        taken = merge_records(record, others, mine)
+        todo = _bad_shards(folder, record, mine)
+        for i in todo:
+            record["shards"][i] = None
+        if todo:
+            record["status"] = "incomplete"
+            _simulate(spec, record, folder, todo, progress, record_file)
+        if todo or taken or record.get("status") != "complete":
+            record["status"] = "complete"  # (this part's simulations)
+            storage.write_record(record_file, record)
     overall = {"config_hash": key, "shards": [None] * spec.n_simulations, "calibration": record.get("calibration")}
     merge_records(overall, [record, *others])
     missing = [i for i, entry in enumerate(overall["shards"]) if entry is None]

@@ -175,18 +175,22 @@ def test_workers_exit_when_simulate_is_killed_outright(tmp_path: Path, tiny_toml
                timeout=30, what="the orphaned pool workers to exit")
 
 
-def test_disk_full_during_simulate_is_one_line_and_keeps_shards(tmp_path: Path, tiny_toml, tmpfs) -> None:
-    """A 160 kB file system holds the manifest and a few 45 kB shards, then is full."""
+@pytest.mark.parametrize("part", [None, "1/2"])
+def test_disk_full_during_simulate_is_one_line_and_keeps_shards(tmp_path: Path, tiny_toml, tmpfs, part) -> None:
+    """A 160 kB file system holds the record and a few 45 kB shards, then is full; a part
+    (``--part``) counts what its own record keeps."""
     root = study_root(tmp_path, tiny_toml(), None)
     tmpfs(root / "state", "160k")
-    result = neurosearch("simulate", "--no-progress", cwd=root)
+    result = neurosearch("simulate", "--no-progress", "--set", "simulator.n_simulations=12",
+                         *(["--part", part] if part else []), cwd=root)
     assert result.returncode == 2, result.stdout + result.stderr
     line = result.stdout.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     assert "the file system holding it is full" in line and str(root / "state" / "datasets") in line
-    shards = [entry for entry in manifest_of(root)["shards"] if entry is not None]
-    assert shards and f"the {len(shards)} finished simulation(s) are kept" in line
     folder = next((root / "state" / "datasets").glob("*"))
+    record = manifest_of(root) if part is None else json.loads((folder / "parts" / "part-1-of-2.json").read_text())
+    shards = [entry for entry in record["shards"] if entry is not None]
+    assert shards and f"the {len(shards)} finished simulation(s) are kept" in line
     assert all((folder / entry["file"]).is_file() for entry in shards)  # a shard whose manifest update failed
     assert not leftovers(root)                                          # is not counted; it is redone on resume
 
