@@ -29,6 +29,18 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 STUDY_NAME_MAX = 100
 
 
+def safe_name(what: str, name: str) -> str:
+    """``name`` if it can name a folder and a database row (the study, the experiment):
+    no path separators, no dot-files, nothing a shell or a URL would mangle."""
+    if len(name) > STUDY_NAME_MAX or not STUDY_NAME.fullmatch(name):
+        shown = name if len(name) <= 40 else f"{name[:40]}… ({len(name)} characters)"
+        raise ValueError(
+            f"{what} {shown!r} is not allowed: use 1 to {STUDY_NAME_MAX} letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,13 +66,7 @@ class StudySection(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str) -> str:
-        if len(name) > STUDY_NAME_MAX or not STUDY_NAME.fullmatch(name):
-            shown = name if len(name) <= 40 else f"{name[:40]}… ({len(name)} characters)"
-            raise ValueError(
-                f"study name {shown!r} is not allowed: use 1 to {STUDY_NAME_MAX} letters, digits, '.', '_' or '-',"
-                " starting with a letter or digit"
-            )
-        return name
+        return safe_name("study name", name)
 
     @field_validator("families")
     @classmethod
@@ -84,6 +90,11 @@ class TrackingSection(_Section):
     uri: str = "sqlite:///mlflow/mlflow.db"
     artifacts: str = "mlflow/artifacts"
     experiment: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_experiment(cls, name: str | None) -> str | None:
+        return None if name is None else safe_name("experiment name", name)  # a folder under `artifacts`
 
 
 class TargetSection(_Section):

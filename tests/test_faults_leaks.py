@@ -86,6 +86,9 @@ def test_study_name_is_validated(tmp_path: Path, tiny_toml, name: str) -> None:
         with pytest.raises(UserError, match="study.name"):
             load_config(tmp_path / "search.toml", values={"study.name": other})
     assert load_config(None, values={"study.name": "A-1_b.2" + "x" * 93}).study.name.startswith("A-1_b.2")
+    with pytest.raises(UserError, match="tracking.experiment"):  # joined into the artifact path too
+        load_config(None, values={"tracking.experiment": "../../escaped"})
+    assert load_config(None, values={"tracking.experiment": "nmda-1"}).experiment_name == "nmda-1"
 
 
 def test_depth_above_the_maximum_is_refused_at_load(tmp_path: Path, tiny_toml) -> None:
