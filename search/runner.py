@@ -7,12 +7,11 @@ study from its storage, and only the planned trials not yet finished are run.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.markup import escape
@@ -30,6 +29,7 @@ from .objective import StudyContext, make_objective
 from .preflight import preflight, writable_folder
 from .report import StudyReport, build_report, learning_curve_key, render
 from .study import enqueue_plan, open_study, record_study_attrs, run_worker, unfinished
+from .study_lock import study_lock
 from .tracking import Tracker
 from .workspace import (
     ATTR_DATASET_HASH,
@@ -53,20 +53,29 @@ def simulate(config: Config, progress: bool = True) -> Dataset:
                     progress=progress)
 
 
-def _study_run(study: optuna.Study, tracker: Tracker, config: Config, created: bool) -> str:
-    """The MLflow study run id, shared by all workers through the study's attributes."""
+def _study_run(study: optuna.Study, tracker: Tracker, config: Config) -> str:
+    """The MLflow study run id, shared by all workers through the study's attributes
+    (created by the first worker to hold the set-up lock)."""
     run_id = study.user_attrs.get(ATTR_MLFLOW_RUN_ID)
-    if run_id is None and not created:  # the creating worker may be setting it right now
-        for _ in range(20):
-            time.sleep(0.5)
-            run_id = study.user_attrs.get(ATTR_MLFLOW_RUN_ID)  # read from the storage on every access
-            if run_id:
-                break
     if run_id is None:
         params = config.model_dump(mode="json")  # the tracker masks every URL's password
         run_id = tracker.create_study_run(config.study.name, config.study.storage, params)
         study.set_user_attr(ATTR_MLFLOW_RUN_ID, run_id)
     return run_id
+
+
+def set_up_study(config: Config, storage: RDBStorage, tracker: Tracker,
+                 dataset_attrs: dict[str, Any]) -> tuple[optuna.Study, bool, str, int]:
+    """Create or join the study and do its shared set-up (the MLflow study run, the
+    study's attributes, the plan) under its set-up lock: of workers started together,
+    one sets it up and the others find it done. Returns (study, created here, MLflow
+    study run id, trials enqueued here)."""
+    with study_lock(config.study.storage, config.study.name):
+        study, created = open_study(config, storage, dataset_attrs)
+        parent = _study_run(study, tracker, config)
+        record_study_attrs(study, config, dataset_attrs)
+        added = enqueue_plan(study, config)
+    return study, created, parent, added
 
 
 def prepare(config: Config, console: Console, progress: bool = True,
@@ -77,10 +86,7 @@ def prepare(config: Config, console: Console, progress: bool = True,
     storage, tracker, device = ready.storage, ready.tracker, ready.device
     dataset = simulate(config, progress=progress)
     dataset_attrs: dict[str, Any] = {ATTR_DATASET_HASH: dataset.config_hash, ATTR_DATASET_PATH: str(dataset.path)}
-    study, created = open_study(config, storage, dataset_attrs)
-    parent = _study_run(study, tracker, config, created)
-    record_study_attrs(study, config, dataset_attrs)
-    added = enqueue_plan(study, config)
+    study, created, parent, added = set_up_study(config, storage, tracker, dataset_attrs)
     verb = "created" if created else "resumed"
     console.print(
         f"study [bold]{escape(config.study.name)}[/bold] {verb} on {escape(mask_url(config.study.storage))}"

@@ -184,8 +184,9 @@ def record_study_attrs(study: optuna.Study, config: Config, dataset_attrs: dict[
 def enqueue_plan(study: optuna.Study, config: Config) -> int:
     """Enqueue the plan's slots that the study does not hold yet.
 
-    Idempotent, and skipped when the stored plan is this one, so workers joining a
-    running study do not race to enqueue; a larger budget in the config extends it.
+    Idempotent, and skipped when the stored plan is this one; a larger budget in the
+    config extends it. Not atomic: workers call it under the study's set-up lock
+    (``runner.set_up_study``).
     """
     slots = plan(config)
     signature = [[s[k] for k in PLAN_KEYS] for s in slots]

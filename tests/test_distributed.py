@@ -168,6 +168,54 @@ def test_four_workers_complete_exactly_the_plan(tmp_path: Path, databases: list[
     assert parents[0].data.tags["optuna.storage"] == url  # no password in this URL: nothing to mask
 
 
+def _set_up_when_all_are_ready(values: dict, barrier, results) -> None:
+    """One of several workers started together: open the stores, wait for the others,
+    then all set the study up at the same instant."""
+    from neurosearch.search.config import load_config
+    from neurosearch.search.runner import set_up_study
+    from neurosearch.search.tracking import Tracker
+    from neurosearch.search.workspace import ATTR_DATASET_HASH, ATTR_DATASET_PATH, open_storage
+
+    config = load_config(None, values=values)
+    storage = open_storage(config)
+    tracker = Tracker(config.tracking.uri, config.tracking.artifacts, config.experiment_name)
+    barrier.wait(timeout=300)
+    study, created, run_id, added = set_up_study(
+        config, storage, tracker, {ATTR_DATASET_HASH: "0" * 16, ATTR_DATASET_PATH: "/shared/dataset"})
+    results.put((created, run_id, added))
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_workers_set_up_together_make_one_plan_and_one_study_run(
+    tmp_path: Path, databases: list[str], backend: str
+) -> None:
+    """Six workers reach the set-up at the same instant (a barrier): one creates the study,
+    its MLflow run and its plan; the others join what it made (the set-up lock)."""
+    import multiprocessing
+
+    optuna_url, mlflow_url = databases
+    if backend == "sqlite":
+        optuna_url, mlflow_url = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
+    values = {"study.name": "race", "study.storage": optuna_url, "study.work_dir": str(tmp_path / "work"),
+              "study.trials_per_depth": 3, "tracking.uri": mlflow_url,
+              "tracking.artifacts": str(tmp_path / "artifacts"), "spaces.tcn.depths": [1, 2, 3, 4]}
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(6), context.Queue()
+    workers = [context.Process(target=_set_up_when_all_are_ready, args=(values, barrier, results)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert sum(created for created, _, _ in outcomes) == 1
+    assert sum(added for _, _, added in outcomes) == 12 == len(optuna.load_study(study_name="race", storage=optuna_url).trials)
+    assert len({run_id for _, run_id, _ in outcomes}) == 1
+    client = MlflowClient(tracking_uri=mlflow_url)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert [r.info.run_id for r in runs] == [outcomes[0][1]]
+
+
 def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path: Path, databases: list[str]) -> None:
     root, url = _setup(tmp_path, databases, "")
     text = (root / "search.toml").read_text().replace("steps_per_epoch = 3", "steps_per_epoch = 12")
