@@ -143,7 +143,11 @@ def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any
                 f"study {config.study.name!r} optimises {study.direction.name.lower()}, but target.metric "
                 f"{config.target.metric!r} needs {direction}; use a new study name"
             )
-    _settle_uid(study, created)
+    if created:
+        # the study's uid, its files' folder. Workers open studies under the set-up lock
+        # (runner.set_up_study), so a joining worker finds it drawn; a study without one
+        # predates uids and keeps its files where they were.
+        study.set_user_attr(ATTR_STUDY_UID, uuid.uuid4().hex[:16])
     existing = study.user_attrs.get(ATTR_DATASET_HASH)
     if existing is not None and existing != dataset_attrs[ATTR_DATASET_HASH]:
         raise UserError(
@@ -152,20 +156,6 @@ def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any
             "Use the study's simulator settings or a new study name."
         )
     return study, created
-
-
-def _settle_uid(study: optuna.Study, created: bool, wait_s: float = 10.0) -> None:
-    """The creator draws the study's uid (its files' folder) right after creating it; a
-    joining worker waits for it. A study that has its dataset recorded but no uid
-    predates uids and keeps its files where they were."""
-    if created:
-        study.set_user_attr(ATTR_STUDY_UID, uuid.uuid4().hex[:16])
-        return
-    deadline = time.monotonic() + wait_s
-    while ATTR_STUDY_UID not in study.user_attrs and ATTR_DATASET_HASH not in study.user_attrs:
-        if time.monotonic() > deadline:  # its creator died before drawing one: all agree on none
-            return
-        time.sleep(0.2)
 
 
 def record_study_attrs(study: optuna.Study, config: Config, dataset_attrs: dict[str, Any]) -> None:
