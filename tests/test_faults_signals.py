@@ -58,6 +58,24 @@ def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
+def watch_until_shards(proc: subprocess.Popen, root: Path, shards: int) -> list[psutil.Process]:
+    """Wait until ``simulate`` has written ``shards`` shards (or ended); every process it
+    started meanwhile (its NEURON pool workers)."""
+    seen: list[psutil.Process] = []
+
+    def enough() -> bool:
+        seen.extend(c for c in psutil.Process(proc.pid).children(recursive=True) if c not in seen)
+        return proc.poll() is not None or shards_on_disk(root) >= shards
+
+    wait_until(enough, what=f"{shards} shard(s)")
+    return seen
+
+
+def wait_until_gone(processes: list[psutil.Process], what: str) -> None:
+    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes),
+               timeout=30, what=f"{what} to exit")
+
+
 @pytest.fixture
 def tmpfs(tmp_path: Path):
     """Mount a small real file system (tmpfs of the given size) at a folder; unmounted afterwards."""
@@ -102,13 +120,8 @@ def test_signal_during_simulate_keeps_shards_and_leaves_no_workers(tmp_path: Pat
     """The signal goes to the main process alone (as `kill` or a batch scheduler sends it)."""
     root = study_root(tmp_path, tiny_toml(), None)
     proc = start("simulate", "--no-progress", "--set", "simulator.n_simulations=16", cwd=root)
-    workers: list[psutil.Process] = []
     try:
-        def two_shards() -> bool:
-            workers.extend(c for c in psutil.Process(proc.pid).children(recursive=True) if c not in workers)
-            return proc.poll() is not None or shards_on_disk(root) >= 2
-
-        wait_until(two_shards, what="two shards")
+        workers = watch_until_shards(proc, root, 2)
         assert proc.poll() is None, proc.communicate()[0]
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=120)
@@ -117,8 +130,7 @@ def test_signal_during_simulate_keeps_shards_and_leaves_no_workers(tmp_path: Pat
     assert proc.returncode == code, output
     assert "interrupted: finished work is kept" in output and "Traceback" not in output, output
     assert workers, "the NEURON pool workers should have been seen"
-    wait_until(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers),
-               timeout=30, what="the pool workers to exit")
+    wait_until_gone(workers, "the pool workers")
     manifest = manifest_of(root)
     kept = sum(entry is not None for entry in manifest["shards"])
     assert manifest["status"] == "incomplete" and 2 <= kept < 16
@@ -158,21 +170,14 @@ def test_workers_exit_when_simulate_is_killed_outright(tmp_path: Path, tiny_toml
     """SIGKILL leaves the parent no chance to stop its pool: the workers notice it is gone."""
     root = study_root(tmp_path, tiny_toml(), None)
     proc = start("simulate", "--no-progress", "--set", "simulator.n_simulations=16", cwd=root)
-    workers: list[psutil.Process] = []
     try:
-        def simulating() -> bool:
-            workers.extend(c for c in psutil.Process(proc.pid).children(recursive=True) if c not in workers)
-            return proc.poll() is not None or shards_on_disk(root) >= 1
-
-        wait_until(simulating, what="a shard")
+        workers = watch_until_shards(proc, root, 1)
         assert proc.poll() is None and workers
     finally:
         proc.kill()
         proc.wait()
         proc.stdout.close()  # the orphans hold the pipe: never read it to its end
-    orphans = [w for w in workers if w.is_running()]
-    wait_until(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in orphans),
-               timeout=30, what="the orphaned pool workers to exit")
+    wait_until_gone([w for w in workers if w.is_running()], "the orphaned pool workers")
 
 
 @pytest.mark.parametrize("part", [None, "1/2"])
