@@ -19,7 +19,7 @@ import optuna
 import torch
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError, SQLAlchemyError
 
 from neurosearch.spaces import InputMeta, get_family
 
@@ -87,6 +87,10 @@ def connection_lost(exc: BaseException) -> bool:
     """The database went away (a restart, a network blip, a locked SQLite file), as opposed
     to a real error (a broken schema, a full disk), which is reported at once."""
     cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+    if isinstance(cause, PendingRollbackError) and cause.__context__ is not None:
+        # the session was used again after its connection died (Optuna's get_trials
+        # retries a failed query in the same session): judged by that first error
+        return connection_lost(cause.__context__)
     if isinstance(cause, OperationalError) and any(s in str(cause.orig).lower() for s in NOT_A_LOST_CONNECTION):
         return False
     return isinstance(cause, (OperationalError, InterfaceError)) or (

@@ -255,6 +255,35 @@ def test_stop_all_workers_then_resume_with_one(tmp_path: Path, databases: list[s
     assert {t.number for t in before} <= {t.number for t in trials if t.state == TrialState.COMPLETE}
 
 
+def test_a_session_used_again_after_a_restart_cut_it_is_a_lost_connection(databases: list[str]) -> None:
+    """What the restart test below can meet by chance, made to happen: the server ends a
+    session's connection, and the session is used again while handling that error (as
+    Optuna's get_trials falls back to a slower query). The PendingRollbackError this
+    raises, wrapped in Optuna's StorageInternalError, must be waited out like the
+    first error, not crash the worker."""
+    import sqlalchemy
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import OperationalError, PendingRollbackError
+    from sqlalchemy.orm import Session
+
+    from neurosearch.search.workspace import connection_lost
+
+    engine = sqlalchemy.create_engine(databases[0], poolclass=sqlalchemy.pool.NullPool)
+    with Session(engine) as session:
+        pid = session.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar()
+        with _admin().connect() as admin:  # what a restart does to every session
+            admin.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(PendingRollbackError) as reused:
+            try:
+                session.execute(sqlalchemy.text("SELECT 1"))
+            except OperationalError:
+                session.execute(sqlalchemy.text("SELECT 1"))
+    engine.dispose()
+    with pytest.raises(StorageInternalError) as wrapped:
+        raise StorageInternalError("An exception is raised during the commit.") from reused.value
+    assert connection_lost(reused.value) and connection_lost(wrapped.value)
+
+
 @pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or os.geteuid() != 0, reason="needs pg_ctlcluster as root")
 def test_postgres_restart_mid_study(tmp_path: Path, databases: list[str]) -> None:
     root, url = _setup(tmp_path, databases)
