@@ -187,7 +187,8 @@ def plot_frontier(report: StudyReport, path: Path) -> Path:
 
 
 COLUMNS = ("family", "depth", "best", "best_trial", "n_params", "candidate", "valid", "valid_low", "valid_high",
-           "test", "test_low", "test_high", "complete", "pruned", "skipped", "failed", "pending", "train_seconds",
+           "test", "test_low", "test_high", "test_auc_1hz", "test_auc_1hz_low", "test_auc_1hz_high",
+           "fci", "fci_low", "fci_high", "complete", "pruned", "skipped", "failed", "pending", "train_seconds",
            "passes")
 
 
@@ -196,10 +197,13 @@ def summary_rows(report: StudyReport) -> list[dict[str, Any]]:
     rows = []
     for r in report.rows:
         valid, test = r.valid or [None] * 3, r.test or [None] * 3
+        at_1hz, fci = r.test_1hz or [None] * 3, r.fci or [None] * 3
         rows.append(
             {"family": r.family, "depth": r.depth, "best": r.best, "best_trial": r.best_trial, "n_params": r.n_params,
              "candidate": r.candidate, "valid": valid[0], "valid_low": valid[1], "valid_high": valid[2],
              "test": test[0], "test_low": test[1], "test_high": test[2],
+             "test_auc_1hz": at_1hz[0], "test_auc_1hz_low": at_1hz[1], "test_auc_1hz_high": at_1hz[2],
+             "fci": fci[0], "fci_low": fci[1], "fci_high": fci[2],
              "complete": r.complete, "pruned": r.pruned, "skipped": r.skipped, "failed": r.failed, "pending": r.pending,
              "train_seconds": round(r.seconds, 1), "passes": r.passes}
         )

@@ -113,10 +113,11 @@ def _simulate_step(part: Optional[str], calibrate_only: bool, config: Path, sets
     cfg = _config(config, sets)
     with _resumable():
         if which is None:
+            from neurosearch.simulators.calibrate import describe
+
             record = calibrate_drive(cfg.simulator, Workspace.of(cfg).datasets, progress=progress)
             console.print("the config gives the drive (simulator.stimulus.rate_scale): nothing to calibrate"
-                          if record is None else
-                          f"calibrated drive {record['rate_scale'][0]:.2f}–{record['rate_scale'][1]:.2f}× nominal")
+                          if record is None else escape(describe(record)), highlight=False, soft_wrap=True)
         else:
             result = generate_part(cfg.simulator, Workspace.of(cfg).datasets, which, progress=progress)
             console.print(escape(result.summary()), highlight=False, soft_wrap=True)
@@ -142,7 +143,15 @@ def simulate(
     console.print(
         f"dataset {dataset.path}: {len(dataset)} simulations × {dataset.duration_ms} ms, {dataset.n_inputs} inputs"
     )
-    console.print(escape(dataset.rate_summary()))
+    calibration = dataset.manifest.get("calibration")
+    if calibration:
+        from neurosearch.simulators.calibrate import describe
+
+        console.print(escape(describe(calibration)), highlight=False, soft_wrap=True)
+    console.print(escape(dataset.rate_summary()), highlight=False, soft_wrap=True)
+    warning = dataset.rate_warning()
+    if warning:
+        console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
     speed = dataset.wall_s_per_simulated_s
     if speed:
         console.print(f"NEURON cost: {speed:.2f} wall-seconds per simulated second on one core")

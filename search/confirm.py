@@ -42,6 +42,8 @@ class Confirmation:
     n_valid: int
     n_test: int
     seeds: list[dict[str, list[float]]] = field(default_factory=list)  # retrained with other seeds: test figures
+    spikes: dict[str, int] = field(default_factory=dict)  # output spikes scored, per split
+    rate_hz: dict[str, float] = field(default_factory=dict)  # mean output rate scored, per split: what the AUC means
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,9 +91,12 @@ def candidate(study: optuna.Study, family: str, depth: int, metric: str) -> Froz
     return max(done, key=lambda t: sign * t.value, default=None)
 
 
-def _scored(model, data, settings, saved: dict, n_boot: int, seed: int) -> dict[str, list[float]]:
+def _scorer(model, data, settings, saved: dict) -> Scorer:
     pred = predict(model, data, settings, saved["v_mean"], saved["v_std"])
-    scorer = Scorer(pred.spike_prob, pred.spike_true, pred.v_pred, pred.v_true)
+    return Scorer(pred.spike_prob, pred.spike_true, pred.v_pred, pred.v_true)
+
+
+def _scored(scorer: Scorer, n_boot: int, seed: int) -> dict[str, list[float]]:
     point, interval = scorer.metrics(), scorer.intervals(n_boot, seed=seed)
     return {name: [point[name], *interval[name]] for name in point}
 
@@ -112,23 +117,26 @@ def confirm_depth(ctx, study: optuna.Study, family: str, depth: int) -> Confirma
         return stored
     model, saved = load_model(path, ctx.device)
     valid, test = ctx.split("valid"), ctx.split("test")
-    seed = config.study.seed
+    seed, n_boot = config.study.seed, config.target.bootstrap
+    scorers = {split: _scorer(model, data, config.training, saved) for split, data in (("valid", valid), ("test", test))}
     record = Confirmation(
         family=family,
         depth=depth,
         trial=best.number,
-        valid=_scored(model, valid, config.training, saved, config.target.bootstrap, seed),
-        test=_scored(model, test, config.training, saved, config.target.bootstrap, seed),
+        valid=_scored(scorers["valid"], n_boot, seed),
+        test=_scored(scorers["test"], n_boot, seed),
         passes=False,
         n_valid=len(valid),
         n_test=len(test),
+        spikes={split: int(scorer.spikes.sum()) for split, scorer in scorers.items()},
+        rate_hz={split: round(scorer.mean_rate_hz(), 4) for split, scorer in scorers.items()},
     )
     record.passes = _clears(record.test, metric, config.target.threshold)
     for k in range(1, config.target.confirm_seeds + 1):
         if not record.passes:
             break
         again = _retrained(ctx, best, seed_offset=k)
-        record.seeds.append(_scored(again, test, config.training, saved, config.target.bootstrap, seed))
+        record.seeds.append(_scored(_scorer(again, test, config.training, saved), n_boot, seed))
         record.passes = _clears(record.seeds[-1], metric, config.target.threshold)
     study.set_user_attr(confirmation_key(family, depth), record.to_dict())
     return record

@@ -49,6 +49,8 @@ class DepthRow:
     valid: list[float] | None = None  # candidate's [value, low, high] on validation
     test: list[float] | None = None  # candidate's [value, low, high] on test
     passes: bool = False  # the test interval's pessimistic end clears the threshold
+    test_1hz: list[float] | None = None  # candidate's spike AUC on test normalised to 1 Hz, [value, low, high]
+    fci: list[float] | None = None  # the Functional Complexity Index of that AUC, [value, low, high]
 
 
 @dataclass
@@ -73,6 +75,7 @@ class StudyReport:
     winner: Winner | None
     trials: dict[str, int] = field(default_factory=dict)
     learning_curves: list[dict] = field(default_factory=list)
+    scored: dict[str, dict[str, float]] = field(default_factory=dict)  # per split: simulations, spikes, mean rate
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -126,6 +129,7 @@ def build_report(study: optuna.Study) -> StudyReport:
             row.n_params = next((t.user_attrs.get(ATTR_N_PARAMS) for t in trials if t.number == record.trial),
                                 row.n_params)
             row.valid, row.test = record.valid[metric_name], record.test[metric_name]
+            row.test_1hz, row.fci = record.test.get("spike_auc_1hz"), record.test.get("fci")
     ordered = sorted(rows.values(), key=lambda r: (r.family, r.depth))
     shallowest: dict[str, int | None] = {}
     for row in ordered:
@@ -142,7 +146,19 @@ def build_report(study: optuna.Study) -> StudyReport:
         winner=_winner(trials, metric_name, confirmed),
         trials={k: v for k, v in counts.items() if v},
         learning_curves=curves,
+        scored=_scored_data(confirmed),
     )
+
+
+def _scored_data(confirmed: dict[tuple[str, int], Confirmation]) -> dict[str, dict[str, float]]:
+    """What the candidates were scored on, per split (the same for every depth): the number
+    of simulations and output spikes and their mean rate, which decides what an AUC means."""
+    record = next((c for c in confirmed.values() if c.rate_hz), None)
+    if record is None:
+        return {}
+    sims = {"valid": record.n_valid, "test": record.n_test}
+    return {split: {"simulations": sims[split], "spikes": record.spikes[split], "rate_hz": record.rate_hz[split]}
+            for split in record.rate_hz}
 
 
 def _winner(trials: list[FrozenTrial], metric_name: str, confirmed: dict[tuple[str, int], Confirmation]) -> Winner | None:
@@ -209,27 +225,33 @@ def render(report: StudyReport, console: Console) -> None:
     bound = "lower" if metric.higher_is_better else "upper"
     table = Table(title=f"study {escape(report.study)}: {report.metric} per depth (a depth passes when its test "
                         f"95% {bound} bound {op} {report.threshold})")
-    columns = ("family", "depth", "best valid", "candidate", "valid [95% CI]", "test [95% CI]", "params",
-               "trials c/p/s/f/w", "train s", "passes")
+    columns = ("family", "depth", "best valid", "candidate", "valid [95% CI]", "test [95% CI]",
+               "test AUC at 1 Hz [95% CI]", "FCI [95% CI]", "params", "trials c/p/s/f/w", "train s", "passes")
     for column in columns:
         table.add_column(column, justify="left" if column == "family" else "right", no_wrap=True)
     for row in report.rows:
         table.add_row(
             row.family, str(row.depth), _fmt(row.best), "—" if row.candidate is None else f"trial {row.candidate}",
-            _fmt_interval(row.valid), _fmt_interval(row.test),
+            _fmt_interval(row.valid), _fmt_interval(row.test), _fmt_interval(row.test_1hz), _fmt_interval(row.fci),
             "—" if row.n_params is None else f"{row.n_params:,}",
             f"{row.complete}/{row.pruned}/{row.skipped}/{row.failed}/{row.pending}", f"{row.seconds:.0f}",
             "[green]yes[/green]" if row.passes else ("no" if row.test else "—"),
         )
     table.caption = ("trials: complete / pruned / skipped (a shallower depth passed) / failed / waiting or running;\n"
-                     "candidate: the depth's best trial on validation, scored once on the test split")
+                     "candidate: the depth's best trial on validation, scored once on the test split;\n"
+                     "AUC at 1 Hz: the test split with whole simulations reweighted to a mean output rate of 1 Hz, "
+                     "comparable across cells;\nFCI = log10(1000(1 − that AUC)) / 2: 1 at AUC 0.9, 0 at 0.999")
     width = console.width
     if not console.is_terminal:  # a log file or a pipe keeps whole rows
-        console.width = max(width, 150)
+        console.width = max(width, 200)
     try:
         console.print(table)
     finally:
         console.width = width
+    if report.scored:
+        console.print("scored on " + "; ".join(
+            f"{split}: {int(d['simulations'])} simulations, {int(d['spikes'])} output spikes, mean {d['rate_hz']:.2f} Hz"
+            for split, d in report.scored.items()), highlight=False, soft_wrap=True)
     families = list(report.shallowest)
     if len(families) > 1:
         console.print(frontier_table(report, families))

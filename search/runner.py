@@ -93,6 +93,10 @@ def prepare(config: Config, console: Console, progress: bool = True,
         f" ({added} trials planned now); dataset {dataset.path.name[:12]} ({len(dataset)} simulations,"
         f" {dataset.n_inputs} inputs); training on {device}"
     )
+    console.print(escape(dataset.rate_summary()), highlight=False, soft_wrap=True)
+    warning = dataset.rate_warning()
+    if warning:
+        console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
     return study, StudyContext(config, dataset, device, tracker, parent, study_uid(study))
 
 
@@ -178,10 +182,11 @@ def conclude(study: optuna.Study, ctx: StudyContext, console: Console | None = N
     for row in report.rows:
         if row.best is not None:
             figures[f"best_{row.family}_depth{row.depth}"] = row.best
-        for split, figure in (("valid", row.valid), ("test", row.test)):
+        for name, figure in ((f"valid_{metric}", row.valid), (f"test_{metric}", row.test),
+                             ("test_spike_auc_1hz", row.test_1hz), ("test_fci", row.fci)):
             if figure:
                 for suffix, value in zip(("", "_low", "_high"), figure):
-                    figures[f"{split}_{metric}_{row.family}_depth{row.depth}{suffix}"] = value
+                    figures[f"{name}_{row.family}_depth{row.depth}{suffix}"] = value
     ctx.tracker.log_metrics(ctx.parent_run_id, figures)
     winner = report.winner
     if winner is not None and winner.test:

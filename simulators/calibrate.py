@@ -7,7 +7,13 @@ different for every cell, so the drive range is measured, not guessed: probe
 simulations at drive levels on a doubling grid give the cell's mean output rate per
 level (the same probe stimuli at every level, so the curve is smooth); the levels at
 which the cell fires at ``output_rate_hz[0]`` and ``output_rate_hz[1]`` (log-log
-interpolation) become the stimulus' ``rate_scale``. The result depends only on the cell,
+interpolation) bound the drive range. Low rates are where this is least precise (at 1 Hz
+a probe of 1.5 s holds one or two spikes, and the grid is coarse where the curve is
+steep), and the mean rate is what the protocol promises, so the range is then *centred*:
+rounds of probe simulations drawn like the dataset's (drive levels spread evenly over the
+range, in log) measure its mean rate, and the whole range is shifted, keeping its width,
+until that mean is within ``calibration_tolerance`` of ``mean_rate_hz`` (at most
+``CENTRING_ROUNDS`` rounds; the closest round is kept). The result depends only on the cell,
 the stimulus, the discard and the seed; it is cached beside the datasets so a dataset
 that grows, or another split of the same cell, reuses it. Alongside the first probes
 runs one simulation without any input: a cell that fires there fires on its own, and no
@@ -31,6 +37,11 @@ from .spec import SimulationSpec
 
 PROBE_MS = 1500
 """Recorded length of one probe simulation (after the discard)."""
+CHECK_MS = 2000
+"""Recorded length of one centring probe (after the discard)."""
+CENTRING_ROUNDS = 4
+CALIBRATION_VERSION = 2
+"""Bump when the calibration's method changes, so cached calibrations are measured anew."""
 FIRST_LEVELS = (0.25, 0.5, 1.0, 2.0, 4.0)
 LIMITS = (1 / 64, 64.0)
 """The drive range searched, relative to the stimulus' nominal rates."""
@@ -44,7 +55,8 @@ def probe_seed(seed: int, k: int) -> int:
 def calibration_key(spec: SimulationSpec) -> str:
     """What the calibration depends on, hashed: the dataset's hash without the count,
     length and split of simulations, which the probes do not depend on."""
-    return spec.config_hash(ignore=("n_simulations", "duration_ms", "split"), probe_ms=PROBE_MS)
+    return spec.config_hash(ignore=("n_simulations", "duration_ms", "split"), probe_ms=PROBE_MS,
+                            calibration_version=CALIBRATION_VERSION)
 
 
 def _interpolate(levels: np.ndarray, rates: np.ndarray, target: float) -> float:
@@ -136,10 +148,14 @@ def calibrate(
     # the drive of its peak rate as the high end, never the far end of the grid.
     peak = float(levels[int(np.argmax(curve))])
     low = min(_interpolate(levels, curve, low_hz), peak)
-    high = min(_interpolate(levels, curve, high_hz), peak)
+    high = max(min(_interpolate(levels, curve, high_hz), peak), low)
+    centring = None
+    if spec.stimulus.mean_rate_hz is not None:
+        low, high, centring = _centre(spec, setup, pool, (low, high), on_probe)
     return {
-        "rate_scale": [round(low, 5), round(max(high, low), 5)],
+        "rate_scale": [round(low, 5), round(high, 5)],
         "output_rate_hz": [low_hz, high_hz],
+        "centring": centring,
         "levels": [float(v) for v in levels],
         "mean_rate_hz": [round(rates[v], 3) for v in levels],
         "silent_fraction": [silent[v] for v in levels],
@@ -147,6 +163,66 @@ def calibrate(
         "probe_ms": PROBE_MS,
         "wall_s": round(time.perf_counter() - started, 2),
     }
+
+
+def _centre(
+    spec: SimulationSpec,
+    setup: worker.WorkerSetup,
+    pool: Executor,
+    drive: tuple[float, float],
+    on_probe: Callable[[int, int], None] | None,
+) -> tuple[float, float, dict[str, Any]]:
+    """Shift the drive range (width kept) until probes drawn like the dataset fire at
+    ``mean_rate_hz`` on average: (low, high, the record of every round)."""
+    stim = spec.stimulus
+    target, n = float(stim.mean_rate_hz), stim.calibration_check
+    low, high = drive
+    width = high / low
+    # how steeply the rate follows the drive across the range (log-log), for the next shift
+    spread = np.log(stim.output_rate_hz[1] / stim.output_rate_hz[0])
+    slope = float(np.clip(spread / np.log(width), 0.5, 8.0)) if width > 1 and spread > 0 else 1.0
+    check_setup = replace(setup, duration_ms=spec.discard_ms + CHECK_MS)
+    fractions = (np.arange(n) + 0.5) / n  # the dataset's log-uniform draw, stratified
+    rounds: list[dict[str, float]] = []
+    shift = 1.0
+    for r in range(CENTRING_ROUNDS):
+        futures = []
+        for k, u in enumerate(fractions):
+            level = float(low * shift * width**u)
+            stimulus = setup.stimulus.model_copy(update={"rate_scale": (level, level)})
+            futures.append(pool.submit(worker.count_spikes, replace(check_setup, stimulus=stimulus),
+                                       probe_seed(spec.seed, 1000 + k)))
+        counts = []
+        for f in futures:
+            counts.append(f.result())
+            if on_probe is not None:
+                on_probe(len(counts), n)
+        mean = float(np.mean(counts)) / (CHECK_MS / 1000.0)
+        rounds.append({"shift": round(shift, 5), "mean_rate_hz": round(mean, 4),
+                       "silent_fraction": float(np.mean(np.asarray(counts) == 0))})
+        if abs(mean / target - 1.0) <= stim.calibration_tolerance or r == CENTRING_ROUNDS - 1:
+            break
+        shift *= 2.0 if mean == 0 else float(np.clip((target / mean) ** (1.0 / slope), 0.5, 2.0))
+    best = min(rounds, key=lambda row: abs(np.log(max(row["mean_rate_hz"], 1e-3) / target)))
+    record = {"target_hz": target, "tolerance": stim.calibration_tolerance, "probes": n, "probe_ms": CHECK_MS,
+              "rounds": rounds, "mean_rate_hz": best["mean_rate_hz"], "silent_fraction": best["silent_fraction"]}
+    return low * best["shift"], high * best["shift"], record
+
+
+def describe(record: dict[str, Any]) -> str:
+    """The calibration as a user reads it: the measured rate-vs-drive curve and the centring."""
+    curve = ", ".join(f"{level:.3g}× {rate:.2f} Hz" for level, rate in zip(record["levels"], record["mean_rate_hz"]))
+    low, high = record["rate_scale"]
+    text = f"calibration (output rate at drive × nominal, {record['probes_per_level']} probes each): {curve}"
+    centring = record.get("centring")
+    if centring:
+        rounds = "; ".join(f"×{row['shift']:.3g} → {row['mean_rate_hz']:.2f} Hz" for row in centring["rounds"])
+        text += (f"\ncentred on {centring['target_hz']:g} Hz ({centring['probes']} probes of "
+                 f"{centring['probe_ms'] / 1000:g} s drawn like the dataset per round: {rounds}): "
+                 f"drive {low:.3g}–{high:.3g}× nominal, probes' mean {centring['mean_rate_hz']:.2f} Hz")
+    else:
+        text += f"\ndrive {low:.3g}–{high:.3g}× nominal"
+    return text
 
 
 def _who(spec: SimulationSpec) -> str:

@@ -131,18 +131,42 @@ class Dataset:
         return np.array([self.manifest["shards"][i]["n_output_spikes"] / seconds for i in ids], dtype=np.float64)
 
     def rate_summary(self) -> str:
-        """One line on how the ground truth fires: median and 5–95% range of the output
-        rate per simulation, and how many simulations are silent."""
+        """One line on how the ground truth fires: mean (against the calibration's target),
+        median and 5–95% range of the output rate per simulation, and how many are silent."""
         rates = self.output_rates_hz()
         silent = int(np.sum(rates == 0))
         low, median, high = np.percentile(rates, [5, 50, 95])
-        text = (f"output rate per simulation: median {median:.1f} Hz (5–95%: {low:.1f}–{high:.1f} Hz); "
-                f"silent {silent} of {rates.size} ({100.0 * silent / rates.size:.1f}%)")
+        target = self.target_rate_hz()
+        text = (f"output rate per simulation: mean {rates.mean():.2f} Hz"
+                + (f" (target {target:g} Hz)" if target is not None else "")
+                + f", median {median:.2f} Hz (5–95%: {low:.2f}–{high:.2f} Hz); "
+                f"silent {silent} of {rates.size} ({100.0 * silent / rates.size:.1f}%); "
+                f"{int(sum(e['n_output_spikes'] for e in self.manifest['shards']))} output spikes")
         scale = (self.manifest.get("calibration") or {}).get("rate_scale")
-        return text + (f"; calibrated drive {scale[0]:.2f}–{scale[1]:.2f}× nominal" if scale else "")
+        return text + (f"; calibrated drive {scale[0]:.3g}–{scale[1]:.3g}× nominal" if scale else "")
+
+    def target_rate_hz(self) -> float | None:
+        """The mean output rate the drive was calibrated to (None: not centred, or given outright)."""
+        centring = (self.manifest.get("calibration") or {}).get("centring")
+        return None if not centring else float(centring["target_hz"])
+
+    def rate_warning(self) -> str | None:
+        """A line when the realised mean rate misses the calibration's target by more than
+        RATE_TOLERANCE (the promise ``simulate`` prints), else None."""
+        target = self.target_rate_hz()
+        mean = float(self.output_rates_hz().mean())
+        if target is None or abs(mean / target - 1.0) <= RATE_TOLERANCE:
+            return None
+        return (f"warning: the simulations fire at a mean {mean:.2f} Hz, {100 * (mean / target - 1):+.0f}% off the "
+                f"calibrated target of {target:g} Hz (more than ±{100 * RATE_TOLERANCE:.0f}%): raise "
+                "[simulator.stimulus] calibration_check or calibration_probes and simulate again")
 
     def __repr__(self) -> str:
         return f"Dataset({self.path}, {len(self)} simulations × {self.duration_ms} ms, {self.n_inputs} inputs)"
+
+
+RATE_TOLERANCE = 0.25
+"""How far the dataset's mean output rate may be from the calibrated target without a warning."""
 
 
 def simulation_seed(seed: int, index: int) -> int:

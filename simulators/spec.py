@@ -34,7 +34,9 @@ class StimulusSpec(BaseModel):
     The per-simulation scale is drawn log-uniformly from ``rate_scale``. Left unset, that
     range is *calibrated* for the cell (``simulators/calibrate.py``): short probe runs find
     the drive at which the cell fires at ``output_rate_hz[0]`` and at ``output_rate_hz[1]``,
-    so (almost) no simulation is silent while output rates still vary across simulations."""
+    then the range is shifted until probes drawn like the dataset fire at ``mean_rate_hz``
+    on average. The defaults are the field's protocol: a mean of 1 Hz with a spread like
+    Beniaguev et al.'s NeuronIO data (0–4 Hz per simulation)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,9 +52,19 @@ class StimulusSpec(BaseModel):
         None, description="range of the per-simulation multiplier of all rates (log-uniform); unset = calibrated"
     )
     output_rate_hz: tuple[float, float] = Field(
-        (6.0, 24.0), description="output rates the calibrated drive range spans (low end, high end)"
+        (0.2, 3.0), description="output rates the calibrated drive range spans (low end, high end): its width"
+    )
+    mean_rate_hz: float | None = Field(
+        1.0, gt=0, description="mean output rate the calibrated range is centred on, checked on probes drawn like the "
+        "dataset (unset: not centred)"
     )
     calibration_probes: int = Field(4, ge=1, le=64, description="probe simulations per drive level when calibrating")
+    calibration_check: int = Field(
+        32, ge=4, le=1024, description="probe simulations, drawn like the dataset's, per round of centring the range"
+    )
+    calibration_tolerance: float = Field(
+        0.1, gt=0, le=1, description="centring stops once the probes' mean rate is this close to mean_rate_hz (relative)"
+    )
     normalise_drive: bool = Field(
         True, description="rescale each simulation's rates so its realised mean drive is exactly base × scale"
     )
@@ -71,6 +83,17 @@ class StimulusSpec(BaseModel):
         if not 0 < v[0] <= v[1] <= 500:
             raise ValueError("output_rate_hz must be (low, high) with 0 < low <= high <= 500")
         return v
+
+    @model_validator(mode="after")
+    def _mean_inside_range(self) -> "StimulusSpec":
+        low, high = self.output_rate_hz
+        if self.mean_rate_hz is not None and not low <= self.mean_rate_hz <= high:
+            raise ValueError(
+                f"mean_rate_hz {self.mean_rate_hz:g} lies outside output_rate_hz [{low:g}, {high:g}]: the range is "
+                f"centred on the mean, so give a mean inside it (for a log-uniform spread of rates, "
+                f"(high - low) / ln(high / low) = {(high - low) / np.log(high / low) if high > low else low:.3g} Hz)"
+            )
+        return self
 
 
 class CustomModelSpec(BaseModel):

@@ -16,8 +16,10 @@ from neurosearch.simulators import SimulationSpec, SimulatorError, generate
 from neurosearch.simulators.calibrate import calibration_key
 from neurosearch.simulators.spec import split_of
 
+HIGH_RATE = {"output_rate_hz": (6.0, 24.0), "mean_rate_hz": 13.0}
+"""The documented high-rate setting: no silent simulation even in 1 s, so small tests can score every split."""
 SMALL = dict(model="l5pc_ampa", duration_ms=1300, discard_ms=300, seed=3, processes=2,
-             stimulus={"calibration_probes": 2})
+             stimulus={"calibration_probes": 2, "calibration_check": 8, **HIGH_RATE})
 
 
 def test_calibrated_drive_fires_and_is_reused(tmp_path: Path) -> None:
@@ -43,7 +45,8 @@ def test_calibrated_drive_fires_and_is_reused(tmp_path: Path) -> None:
 
 def test_cell_that_cannot_reach_the_target_rate_is_one_clear_error(tmp_path: Path) -> None:
     spec = SimulationSpec(n_simulations=3, split=(0.34, 0.33, 0.33),
-                          **{**SMALL, "stimulus": {"calibration_probes": 1, "output_rate_hz": (400.0, 450.0)}})
+                          **{**SMALL, "stimulus": {"calibration_probes": 1, "output_rate_hz": (400.0, 450.0),
+                                                   "mean_rate_hz": 420.0}})
     with pytest.raises(SimulatorError, match="fires at most .* below the calibration's lowest target of 400 Hz"):
         generate(spec, tmp_path, progress=False)
     assert not list((tmp_path).glob("*/shards/*.npz"))  # nothing simulated on a failed calibration
@@ -85,3 +88,44 @@ def test_a_silent_split_is_refused_with_one_clear_message(tmp_path: Path) -> Non
     assert dataset.output_rates_hz().max() == 0
     with pytest.raises(UserError, match="the valid split .* holds 0 output spikes in 0 of"):
         SplitTensors(dataset, "valid", torch.device("cpu"))
+
+
+def test_drive_is_centred_on_the_anchors_mean_rate_of_1_hz(tmp_path: Path) -> None:
+    """The default protocol: the range is shifted (width kept) until probes drawn like the
+    dataset fire at 1 Hz on average, and the record says how it got there."""
+    from neurosearch.simulators import calibrate_drive
+    from neurosearch.simulators.calibrate import describe
+
+    spec = SimulationSpec(n_simulations=8, **{**SMALL, "stimulus": {"calibration_probes": 2, "calibration_check": 16}})
+    assert spec.stimulus.mean_rate_hz == 1.0 and spec.stimulus.output_rate_hz == (0.2, 3.0)  # the defaults
+    record = calibrate_drive(spec, tmp_path, progress=False)
+    centring = record["centring"]
+    assert centring["target_hz"] == 1.0 and centring["probes"] == 16
+    assert abs(centring["mean_rate_hz"] - 1.0) <= 0.1, centring  # within calibration_tolerance
+    first, chosen = centring["rounds"][0], next(r for r in centring["rounds"] if r["mean_rate_hz"] == centring["mean_rate_hz"])
+    # the rounds moved the drive towards the target: the first round's miss was at least as large
+    assert abs(first["mean_rate_hz"] - 1.0) >= abs(chosen["mean_rate_hz"] - 1.0)
+    low, high = record["rate_scale"]
+    assert 0 < low < high
+    text = describe(record)
+    assert "centred on 1 Hz" in text and f"probes' mean {centring['mean_rate_hz']:.2f} Hz" in text
+
+
+def test_a_dataset_that_misses_its_target_rate_says_so(tmp_path: Path) -> None:
+    """simulate prints the realised mean against the target, and warns past ±25%."""
+    from neurosearch.simulators import calibrate
+
+    spec = SimulationSpec(n_simulations=4, split=(0.5, 0.25, 0.25), **SMALL)
+    path, _ = calibrate.cached_calibration(tmp_path, spec)
+    # a calibration that promised 13 Hz with a drive that makes this cell fire much faster
+    calibrate.save_calibration(path, {"rate_scale": [6.0, 6.0], "centring": {"target_hz": 13.0}})
+    dataset = generate(spec, tmp_path, progress=False)
+    mean = dataset.output_rates_hz().mean()
+    assert mean > 13.0 * 1.25
+    assert f"mean {mean:.2f} Hz (target 13 Hz)" in dataset.rate_summary()
+    assert dataset.rate_warning().startswith(f"warning: the simulations fire at a mean {mean:.2f} Hz")
+
+
+def test_a_mean_rate_outside_the_range_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"mean_rate_hz 1 lies outside output_rate_hz \[6, 24\].*= 13 Hz"):
+        SimulationSpec(n_simulations=3, split=(0.34, 0.33, 0.33), stimulus={"output_rate_hz": (6.0, 24.0)})
