@@ -31,7 +31,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 120)
+# a log file or a pipe keeps whole lines (grep finds them); tables still fit 120 columns
+console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="The study's search.toml; relative paths in it resolve against its folder.")

@@ -269,13 +269,8 @@ def _resolve_sqlite(base: Path, url: str) -> str:
     except Exception as exc:  # sqlalchemy raises ArgumentError for garbage
         raise UserError(f"storage URL {mask_url(url)!r} is not a database URL ({mask_secrets(str(exc))})") from None
     database = sqlite_file(url)
-    if database is not None:
-        db = _resolve(base, database)
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the folder of the SQLite file in {mask_url(url)!r}: {exc.strerror}") from None
-        return f"sqlite:///{db}"
+    if database is not None:  # its folder is made by the commands that write it (preflight), not here
+        return f"sqlite:///{_resolve(base, database)}"
     return url
 
 
@@ -289,6 +284,7 @@ def _resolve_custom(base: Path, config: Config) -> None:
         custom.mechanisms = _resolve(base, custom.mechanisms)
     if custom.morphology is not None:
         custom.morphology = _resolve(base, custom.morphology)
+    custom.files = [_resolve(base, extra) for extra in custom.files]
 
 
 def load_config(path: Path | None, overrides: list[str] | None = None, values: dict[str, Any] | None = None) -> Config:

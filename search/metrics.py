@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 VOLTAGE_CEILING_MV = -55.0
 FALSE_POSITIVE_RATE = 0.001
@@ -106,6 +105,8 @@ def rate_normalised(weights: np.ndarray, rates_hz: np.ndarray, target_hz: float 
     def excess(lam: float) -> float:
         p = tilted(lam)
         return float(p @ (r - target_hz) / p.sum())
+
+    from scipy.optimize import brentq  # here: `report` reads stored figures and never needs SciPy
 
     limit = 700.0 / span  # exp stays finite; beyond it the weight sits on the extreme rates alone
     if excess(-limit) > 0 or excess(limit) < 0:

@@ -32,13 +32,13 @@ from typing import Any, Callable
 import numpy as np
 
 from . import storage, worker
-from .errors import SimulatorError
+from .errors import CalibrationError, SimulatorError
 from .spec import SimulationSpec
 
 PROBE_MS = 1500
-"""Recorded length of one probe simulation (after the discard)."""
+"""Recorded length of one probe (after the discard): the start of a dataset-like simulation."""
 CHECK_MS = 2000
-"""Recorded length of one centring probe (after the discard)."""
+"""Recorded length of one centring probe (after the discard), likewise."""
 CENTRING_ROUNDS = 4
 CALIBRATION_VERSION = 2
 """Bump when the calibration's method changes, so cached calibrations are measured anew."""
@@ -53,9 +53,10 @@ def probe_seed(seed: int, k: int) -> int:
 
 
 def calibration_key(spec: SimulationSpec) -> str:
-    """What the calibration depends on, hashed: the dataset's hash without the count,
-    length and split of simulations, which the probes do not depend on."""
-    return spec.config_hash(ignore=("n_simulations", "duration_ms", "split"), probe_ms=PROBE_MS,
+    """What the calibration depends on, hashed: the dataset's hash without the count and
+    split of simulations, which the probes do not depend on (their length they do: a
+    probe is the start of a simulation drawn like the dataset's)."""
+    return spec.config_hash(ignore=("n_simulations", "split"), probe_ms=PROBE_MS, check_ms=CHECK_MS,
                             calibration_version=CALIBRATION_VERSION)
 
 
@@ -89,9 +90,14 @@ def calibrate(
     started = time.perf_counter()
     low_hz, high_hz = spec.stimulus.output_rate_hz
     n_probes = spec.stimulus.calibration_probes
-    probe_setup = replace(setup, duration_ms=spec.discard_ms + PROBE_MS)
+    # a probe is the start of a dataset-like simulation, never shorter than PROBE_MS
+    setup = replace(setup, duration_ms=max(spec.duration_ms, spec.discard_ms + CHECK_MS))
+    probe_ms = spec.discard_ms + PROBE_MS
+    probe_s = PROBE_MS / 1000.0
+    probe_setup = replace(setup, duration_ms=probe_ms)  # for the probe without input
     rates: dict[float, float] = {}
     silent: dict[float, float] = {}
+    held: dict[float, float] = {}  # threshold crossings without a repolarisation, per s: a depolarised soma
     done = 0
 
     def measure(levels: list[float]) -> None:
@@ -101,8 +107,9 @@ def calibrate(
         futures = {}
         for level in levels:
             stim = setup.stimulus.model_copy(update={"rate_scale": (level, level)})
-            level_setup = replace(probe_setup, stimulus=stim)
-            futures[level] = [pool.submit(worker.count_spikes, level_setup, probe_seed(spec.seed, k)) for k in range(n_probes)]
+            level_setup = replace(setup, stimulus=stim)
+            futures[level] = [pool.submit(worker.count_spikes, level_setup, probe_seed(spec.seed, k), probe_ms)
+                              for k in range(n_probes)]
         total = done + sum(len(f) for f in futures.values())
         for level, fs in futures.items():
             counts = []
@@ -111,15 +118,17 @@ def calibrate(
                 done += 1
                 if on_probe is not None:
                     on_probe(done, total)
-            rates[level] = float(np.mean(counts)) / (PROBE_MS / 1000.0)
-            silent[level] = float(np.mean(np.asarray(counts) == 0))
+            spikes, blocked = np.asarray(counts).T
+            rates[level] = float(np.mean(spikes)) / probe_s
+            silent[level] = float(np.mean(spikes == 0))
+            held[level] = float(np.mean(blocked)) / probe_s
 
     quiet = pool.submit(worker.spontaneous_spikes, probe_setup)  # alongside the first probes
     measure(list(FIRST_LEVELS))
     spontaneous = quiet.result()
     if spontaneous:
         raise SimulatorError(
-            f"{_who(spec)} fires {spontaneous} spikes in {PROBE_MS / 1000:g} s without any input, so no drive "
+            f"{_who(spec)} fires {spontaneous} spikes in {probe_s:g} s without any input, so no drive "
             "can set its rate: make it rest below CellModel.spike_threshold without input (check v_init, leak "
             "reversal and channel densities; no current clamp left in keep)"
         )
@@ -128,22 +137,22 @@ def calibrate(
     while min(rates.values()) > low_hz and min(rates) > LIMITS[0]:
         measure([min(rates) / 2, min(rates) / 4])
     measure(_midpoints(rates, (low_hz, high_hz)))  # halve the step where the targets are crossed
+    if max(rates.values()) < low_hz and rates[max(rates)] < max(rates.values()) and max(rates) < LIMITS[1]:
+        measure([max(rates) * 4])  # a failure to explain: does the rate keep falling past its peak?
     levels = np.array(sorted(rates))
     curve = np.array([rates[level] for level in levels])
-    if curve.max() < low_hz:
-        raise SimulatorError(
-            f"{_who(spec)} fires at most {curve.max():.2f} Hz even at {levels.max():g}× the nominal input rates, "
-            f"below the calibration's lowest target of {low_hz:g} Hz: make its inputs stronger (CellModel "
-            "ampa_weight/nmda_weight in µS, a lower gaba_weight, more sites) or check that its spikes cross "
-            "CellModel.spike_threshold at soma(0.5) (or lower [simulator.stimulus] output_rate_hz)"
-        )
-    if curve.min() > high_hz:
-        raise SimulatorError(
-            f"{_who(spec)} fires at {curve.min():.1f} Hz even at {levels.min():g}× the nominal input rates, "
-            f"above the calibration's highest target of {high_hz:g} Hz: make its inputs weaker (CellModel "
-            "ampa_weight/nmda_weight, a higher gaba_weight) or its soma less excitable "
-            "(or raise [simulator.stimulus] output_rate_hz)"
-        )
+    evidence = {
+        "output_rate_hz": [low_hz, high_hz],
+        "levels": [float(v) for v in levels],
+        "mean_rate_hz": [round(rates[v], 3) for v in levels],
+        "silent_fraction": [silent[v] for v in levels],
+        "held_hz": [round(held[v], 3) for v in levels],
+        "probes_per_level": n_probes,
+        "probe_ms": PROBE_MS,
+    }
+    if curve.max() < low_hz or curve.min() > high_hz:
+        knobs = pool.submit(worker.synapse_knobs, probe_setup).result()
+        raise CalibrationError(_failure(spec, levels, curve, evidence["held_hz"], knobs), {**evidence, "failed": True})
     # A cell that saturates below the high target (more drive, more inhibition too) gets
     # the drive of its peak rate as the high end, never the far end of the grid.
     peak = float(levels[int(np.argmax(curve))])
@@ -154,15 +163,61 @@ def calibrate(
         low, high, centring = _centre(spec, setup, pool, (low, high), on_probe)
     return {
         "rate_scale": [round(low, 5), round(high, 5)],
-        "output_rate_hz": [low_hz, high_hz],
         "centring": centring,
-        "levels": [float(v) for v in levels],
-        "mean_rate_hz": [round(rates[v], 3) for v in levels],
-        "silent_fraction": [silent[v] for v in levels],
-        "probes_per_level": n_probes,
-        "probe_ms": PROBE_MS,
+        **evidence,
         "wall_s": round(time.perf_counter() - started, 2),
     }
+
+
+def _curve_text(levels: np.ndarray, curve: np.ndarray) -> str:
+    return ", ".join(f"{level:.3g}× {rate:.2f} Hz" for level, rate in zip(levels, curve))
+
+
+def _failure(spec: SimulationSpec, levels: np.ndarray, curve: np.ndarray, held_hz: list[float], knobs: dict) -> str:
+    """Why no drive range fits, by the curve's shape, with only the knobs that apply to
+    this cell (its synapse_factory or CellModel's weights; the stimulus; the targets)."""
+    stim = spec.stimulus
+    low_hz, high_hz = stim.output_rate_hz
+    own = "the weights your synapse_factory returns (CellModel's ampa/nmda/gaba weights are unused with one)"
+    stronger = own if knobs["factory"] else "CellModel ampa_weight/nmda_weight (µS) or more sites"
+    weaker_inh = own if knobs["factory"] else f"a lower CellModel gaba_weight (now {knobs['gaba_weight']:g} µS)"
+    targets = f"[simulator.stimulus] output_rate_hz (now [{low_hz:g}, {high_hz:g}]) and mean_rate_hz"
+    peak_at = int(np.argmax(curve))
+    measured = f"measured output rate at drive × nominal input rates: {_curve_text(levels, curve)}"
+    if curve.min() > high_hz:
+        shape = (f"fires at {curve.min():.1f} Hz even at {levels.min():g}× the nominal input rates, above the "
+                 f"calibration's highest target of {high_hz:g} Hz")
+        advice = f"make its excitation weaker ({stronger}) or its soma less excitable, or raise {targets}"
+    elif curve.max() == 0:
+        shape = (f"never fires, from {levels.min():g}× to {levels.max():g}× the nominal input rates (target "
+                 f"{low_hz:g}–{high_hz:g} Hz)")
+        advice = (f"make its excitation stronger ({stronger}), or check that its spikes cross CellModel.spike_threshold "
+                  f"({knobs['spike_threshold']:g} mV) at soma(0.5)")
+    elif peak_at < curve.size - 1 and curve[-1] < 0.5 * curve[peak_at]:
+        shape = (f"fires at most {curve.max():.2f} Hz, below the calibration's lowest target of {low_hz:g} Hz, and "
+                 f"its rate falls as the drive rises ({curve[peak_at]:.2f} Hz at {levels[peak_at]:g}×, "
+                 f"{curve[-1]:.2f} Hz at {levels[-1]:g}×): inhibition grows with excitation and holds the soma down")
+        advice = (f"give inhibition a smaller share: [simulator.stimulus] inh_rate_hz below exc_rate_hz (now "
+                  f"{stim.inh_rate_hz:g} and {stim.exc_rate_hz:g} Hz) or a lower ei_correlation (now "
+                  f"{stim.ei_correlation:g}), or {weaker_inh}; or lower {targets}")
+    else:
+        shape = (f"fires at most {curve.max():.2f} Hz even at {levels[peak_at]:g}× the nominal input rates, below the "
+                 f"calibration's lowest target of {low_hz:g} Hz")
+        advice = (f"make its excitation stronger ({stronger}) or its inhibition weaker (inh_rate_hz, now "
+                  f"{stim.inh_rate_hz:g} Hz), or check that its spikes cross CellModel.spike_threshold "
+                  f"({knobs['spike_threshold']:g} mV) at soma(0.5); or lower {targets}")
+    return f"{_who(spec)} {shape}{_blocked(levels, held_hz)}: {advice} ({measured})"
+
+
+def _blocked(levels, held_hz) -> str:
+    """Where the soma crossed spike_threshold without repolarising (depolarisation block):
+    neither firing nor silence, so said apart."""
+    hits = [(level, rate) for level, rate in zip(levels, held_hz) if rate > 0]
+    if not hits:
+        return ""
+    level, rate = hits[0]
+    return (f"; from {level:g}× its soma is held depolarised ({rate:.1f} crossings of spike_threshold per s without "
+            "repolarising below CellModel.spike_reset: depolarisation block, not counted as spikes)")
 
 
 def _centre(
@@ -178,10 +233,11 @@ def _centre(
     target, n = float(stim.mean_rate_hz), stim.calibration_check
     low, high = drive
     width = high / low
-    # how steeply the rate follows the drive across the range (log-log), for the next shift
+    # how steeply the rate follows the drive across the range (log-log), for the first shift;
+    # later shifts use the slope the rounds themselves measured
     spread = np.log(stim.output_rate_hz[1] / stim.output_rate_hz[0])
     slope = float(np.clip(spread / np.log(width), 0.5, 8.0)) if width > 1 and spread > 0 else 1.0
-    check_setup = replace(setup, duration_ms=spec.discard_ms + CHECK_MS)
+    check_ms = spec.discard_ms + CHECK_MS
     fractions = (np.arange(n) + 0.5) / n  # the dataset's log-uniform draw, stratified
     rounds: list[dict[str, float]] = []
     shift = 1.0
@@ -190,11 +246,11 @@ def _centre(
         for k, u in enumerate(fractions):
             level = float(low * shift * width**u)
             stimulus = setup.stimulus.model_copy(update={"rate_scale": (level, level)})
-            futures.append(pool.submit(worker.count_spikes, replace(check_setup, stimulus=stimulus),
-                                       probe_seed(spec.seed, 1000 + k)))
+            futures.append(pool.submit(worker.count_spikes, replace(setup, stimulus=stimulus),
+                                       probe_seed(spec.seed, 1000 + k), check_ms))
         counts = []
         for f in futures:
-            counts.append(f.result())
+            counts.append(f.result()[0])
             if on_probe is not None:
                 on_probe(len(counts), n)
         mean = float(np.mean(counts)) / (CHECK_MS / 1000.0)
@@ -202,6 +258,9 @@ def _centre(
                        "silent_fraction": float(np.mean(np.asarray(counts) == 0))})
         if abs(mean / target - 1.0) <= stim.calibration_tolerance or r == CENTRING_ROUNDS - 1:
             break
+        fired = [(np.log(row["shift"]), np.log(row["mean_rate_hz"])) for row in rounds if row["mean_rate_hz"] > 0]
+        if len(fired) >= 2 and fired[-1][0] != fired[-2][0]:  # secant: the slope the rounds measured
+            slope = float(np.clip((fired[-1][1] - fired[-2][1]) / (fired[-1][0] - fired[-2][0]), 0.5, 8.0))
         shift *= 2.0 if mean == 0 else float(np.clip((target / mean) ** (1.0 / slope), 0.5, 2.0))
     best = min(rounds, key=lambda row: abs(np.log(max(row["mean_rate_hz"], 1e-3) / target)))
     record = {"target_hz": target, "tolerance": stim.calibration_tolerance, "probes": n, "probe_ms": CHECK_MS,
@@ -211,9 +270,10 @@ def _centre(
 
 def describe(record: dict[str, Any]) -> str:
     """The calibration as a user reads it: the measured rate-vs-drive curve and the centring."""
-    curve = ", ".join(f"{level:.3g}× {rate:.2f} Hz" for level, rate in zip(record["levels"], record["mean_rate_hz"]))
+    curve = _curve_text(record["levels"], record["mean_rate_hz"])
     low, high = record["rate_scale"]
-    text = f"calibration (output rate at drive × nominal, {record['probes_per_level']} probes each): {curve}"
+    text = (f"calibration (output rate at drive × nominal, {record['probes_per_level']} probes each): {curve}"
+            + _blocked(record["levels"], record.get("held_hz", [])))
     centring = record.get("centring")
     if centring:
         rounds = "; ".join(f"×{row['shift']:.3g} → {row['mean_rate_hz']:.2f} Hz" for row in centring["rounds"])

@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from . import calibrate, nmodl, storage, worker
-from .errors import SimulatorError
+from .errors import CalibrationError, SimulatorError
 from .locking import exclusive_lock
 from .parts import Part, PartResult, merge_records, part_records
 from .spec import SPLITS, CustomModelSpec, SimulationSpec, StimulusSpec
@@ -142,6 +142,10 @@ class Dataset:
                 + f", median {median:.2f} Hz (5–95%: {low:.2f}–{high:.2f} Hz); "
                 f"silent {silent} of {rates.size} ({100.0 * silent / rates.size:.1f}%); "
                 f"{int(sum(e['n_output_spikes'] for e in self.manifest['shards']))} output spikes")
+        held = sum(e.get("n_held", 0) for e in self.manifest["shards"])
+        if held:
+            text += (f"; {held} threshold crossings without a repolarisation (a soma held depolarised, not counted) "
+                     f"in {sum(e.get('n_held', 0) > 0 for e in self.manifest['shards'])} simulations")
         scale = (self.manifest.get("calibration") or {}).get("rate_scale")
         return text + (f"; calibrated drive {scale[0]:.3g}–{scale[1]:.3g}× nominal" if scale else "")
 
@@ -286,8 +290,13 @@ def _calibrated(spec: SimulationSpec, setup: worker.WorkerSetup, manifest: dict,
         path, record = calibrate.cached_calibration(cache_dir, spec)
         if record is None:
             task = bar.add_task(f"calibrating {spec.model} drive", total=None)
-            record = calibrate.calibrate(spec, setup, pool, lambda done, total: bar.update(task, completed=done,
-                                                                                            total=total))
+            try:
+                record = calibrate.calibrate(spec, setup, pool, lambda done, total: bar.update(task, completed=done,
+                                                                                                total=total))
+            except CalibrationError as failed:  # keep the measured curve where the user can read it
+                kept = path.with_suffix(".failed.json")
+                calibrate.save_calibration(kept, failed.record)
+                raise SimulatorError(f"{failed} (kept in {kept})") from None
             calibrate.save_calibration(path, record)
         manifest["calibration"] = record
     stimulus = spec.stimulus.model_copy(update={"rate_scale": tuple(record["rate_scale"])})
@@ -377,6 +386,7 @@ def _simulate(spec: SimulationSpec, manifest: dict, folder: Path, todo: list[int
                         "wall_s": round(result["wall_s"], 4),
                         "simulated_s": simulated_s,
                         "n_output_spikes": int(result["arrays"]["output_spikes"].size),
+                        "n_held": result["held"],
                     }
                     _summarise_speed(manifest)
                     storage.write_record(record_file, manifest)

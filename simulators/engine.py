@@ -46,10 +46,12 @@ class InputTable:
 
 @dataclass
 class RunResult:
-    """Somatic voltage sampled every 1 ms from t=0, and output spike times (ms)."""
+    """Somatic voltage sampled every 1 ms from t=0, output spike times (ms), and the times
+    of threshold crossings that never repolarised (a soma held depolarised)."""
 
     voltage: np.ndarray
     spike_times: np.ndarray
+    held_times: np.ndarray
 
 
 def _standard_synapses(h, cell: CellModel, seg, kind: str) -> list[tuple[object, float]]:
@@ -93,10 +95,14 @@ class CellRunner:
                     ncs.append(nc)
                 self.netcons.append(ncs)
         soma_seg = cell.soma(0.5)
+        if not cell.spike_reset < cell.spike_threshold:
+            raise SimulatorError(f"CellModel.spike_reset ({cell.spike_reset:g} mV) must be below spike_threshold "
+                                 f"({cell.spike_threshold:g} mV)")
         self._spike_detector = h.NetCon(soma_seg._ref_v, None, sec=cell.soma)
         self._spike_detector.threshold = cell.spike_threshold
         self._spikes = h.Vector()
         self._voltage = h.Vector()
+        self._fine = h.Vector()  # every step (cell.dt): whether a crossing repolarised
         if integrator == "coreneuron":
             self._pc.gid_clear()  # one cell per process: gid 0 is this runner's
             self._pc.set_gid2node(0, self._pc.id())
@@ -106,6 +112,7 @@ class CellRunner:
         else:
             self._spike_detector.record(self._spikes)
             self._voltage.record(soma_seg._ref_v, 1.0)
+            self._fine.record(soma_seg._ref_v, cell.dt)
         self.inputs = self._input_table()
 
     def _configure_integrator(self) -> None:
@@ -164,7 +171,26 @@ class CellRunner:
             voltage = self._voltage.as_numpy()
         if voltage.size < duration_ms:
             raise SimulatorError(f"recorded {voltage.size} voltage samples for a {duration_ms} ms run")
+        crossings = np.array(self._spikes.as_numpy(), dtype=np.float64)
+        fine = (self._voltage if self.integrator == "coreneuron" else self._fine).as_numpy()
+        spiked = repolarised(crossings, fine, cell.dt, cell.spike_reset)
         return RunResult(
             voltage=np.array(voltage[:duration_ms], dtype=np.float32),
-            spike_times=np.array(self._spikes.as_numpy(), dtype=np.float64),
+            spike_times=crossings[spiked],
+            held_times=crossings[~spiked],
         )
+
+
+LAST_SPIKE_MS = 10.0
+"""A crossing this close to the end of a run counts as a spike: its repolarisation falls after the run."""
+
+
+def repolarised(crossings: np.ndarray, fine: np.ndarray, dt: float, reset: float) -> np.ndarray:
+    """Which threshold crossings are spikes: those after which the voltage (``fine``, one
+    sample per ``dt``) falls below ``reset`` before the next crossing. A crossing implies a
+    local maximum above the threshold; the repolarisation is what a soma held depolarised,
+    oscillating around the threshold, never shows."""
+    starts = np.minimum((crossings / dt).astype(np.int64), max(fine.size - 1, 0))
+    ends = np.append(starts[1:], fine.size)
+    return np.array([fine.size == 0 or fine[a:max(b, a + 1)].min() < reset
+                     or (b == fine.size and (b - a) * dt < LAST_SPIKE_MS) for a, b in zip(starts, ends)], dtype=bool)

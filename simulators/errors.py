@@ -9,3 +9,12 @@ to be printed as-is, without a traceback.
 
 class SimulatorError(Exception):
     """A simulator problem the user can fix; the message says what and where."""
+
+
+class CalibrationError(SimulatorError):
+    """The drive could not be calibrated; ``record`` holds the measured rate-vs-drive curve,
+    which the caller keeps beside the calibrations so the user can read it."""
+
+    def __init__(self, message: str, record: dict) -> None:
+        super().__init__(message)
+        self.record = record

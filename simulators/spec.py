@@ -20,7 +20,7 @@ from .nmodl import bundled_mechanisms, folder_digest
 
 BUNDLED_MODELS = ("l5pc", "l5pc_ampa")
 MODELS = (*BUNDLED_MODELS, "custom")
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump whenever the bundled cells, the stimulus or the engine change the data they produce."""
 SPLITS = ("train", "valid", "test")
 Integrator = Literal["fixed", "cvode", "coreneuron"]
@@ -60,7 +60,7 @@ class StimulusSpec(BaseModel):
     )
     calibration_probes: int = Field(4, ge=1, le=64, description="probe simulations per drive level when calibrating")
     calibration_check: int = Field(
-        32, ge=4, le=1024, description="probe simulations, drawn like the dataset's, per round of centring the range"
+        48, ge=4, le=1024, description="probe simulations, drawn like the dataset's, per round of centring the range"
     )
     calibration_tolerance: float = Field(
         0.1, gt=0, le=1, description="centring stops once the probes' mean rate is this close to mean_rate_hz (relative)"
@@ -105,6 +105,9 @@ class CustomModelSpec(BaseModel):
     builder: str
     mechanisms: Path | None = None
     morphology: Path | None = None
+    files: list[Path] = Field(
+        default_factory=list, description="other files or folders the builder loads, hashed into the dataset too"
+    )
 
     @field_validator("builder")
     @classmethod
@@ -130,6 +133,9 @@ class CustomModelSpec(BaseModel):
             raise SimulatorError(f"custom model mechanism folder {self.mechanisms} does not exist")
         if self.morphology is not None and not self.morphology.expanduser().is_file():
             raise SimulatorError(f"custom model morphology file {self.morphology} does not exist")
+        for extra in self.files:
+            if not extra.expanduser().exists():
+                raise SimulatorError(f"custom model file {extra} (simulator.custom.files) does not exist")
 
     def content_digest(self) -> dict[str, str | None]:
         """Hashes of the files' contents, so moving them does not change the dataset."""
@@ -141,9 +147,37 @@ class CustomModelSpec(BaseModel):
         return {
             "builder_function": self.builder_function,
             "builder_sha256": file_sha(self.builder_file),
+            "builder_folder_sha256": tree_digest([self.builder_file.expanduser().resolve().parent]),
             "mechanisms_sha256": folder_digest(self.mechanisms.expanduser()) if self.mechanisms else None,
             "morphology_sha256": file_sha(self.morphology) if self.morphology else None,
+            **({"files_sha256": tree_digest([p.expanduser() for p in self.files], every_file=True)}
+               if self.files else {}),
         }
+
+
+MODEL_SOURCES = {".py", ".hoc", ".ses", ".mod", ".inc", ".asc", ".swc", ".nml", ".txt", ".dat", ".csv"}
+"""What a builder's folder is hashed by: the files a NEURON model is made of (hoc templates
+the builder loads, Python helpers, parameters), never a study's outputs."""
+NOT_MODEL = {"work", "mlflow", "mlruns", "x86_64", "aarch64", "arm64", "__pycache__", "datasets", "studies"}
+"""Folders under a builder's folder that hold outputs or builds, not the model."""
+
+
+def tree_digest(roots: list[Path], every_file: bool = False) -> str:
+    """sha256 over the relative names and contents of the model's files under ``roots``
+    (files, or folders searched recursively): with ``every_file`` every file, otherwise
+    the ``MODEL_SOURCES`` outside ``NOT_MODEL`` folders and hidden ones."""
+    digest = hashlib.sha256()
+    for root in roots:
+        files = [root] if root.is_file() else sorted(
+            p for p in root.rglob("*")
+            if p.is_file() and (every_file or (p.suffix.lower() in MODEL_SOURCES
+                                               and not any(part in NOT_MODEL or part.startswith(".")
+                                                           for part in p.relative_to(root).parts[:-1])))
+        )
+        for path in files:
+            digest.update(str(path.relative_to(root) if path != root else path.name).encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 class SimulationSpec(BaseModel):
@@ -189,9 +223,13 @@ class SimulationSpec(BaseModel):
             raise ValueError('a [simulator.custom] section is required exactly when model = "custom"')
         empty = [name for name, ids in self.split_indices().items() if not ids]
         if empty:
+            seen, enough = set(SPLITS) - set(empty), self.n_simulations
+            while len(seen) < len(SPLITS):  # the first count at which every split has a simulation
+                seen.add(split_of(self.seed, enough, self.split))
+                enough += 1
             raise ValueError(
                 f"split {self.split} of {self.n_simulations} simulations leaves the {', '.join(empty)} split empty; "
-                "simulate more"
+                f"n_simulations = {enough} gives every split at least one simulation"
             )
         return self
 

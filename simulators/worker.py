@@ -83,9 +83,22 @@ def describe(setup: WorkerSetup) -> dict:
     return runner_for(setup).inputs.as_json()
 
 
-def count_spikes(setup: WorkerSetup, seed: int) -> int:
-    """Output spikes after the discard of one simulation (a calibration probe)."""
-    return int(simulate(setup, -1, seed)["arrays"]["output_spikes"].size)
+def synapse_knobs(setup: WorkerSetup) -> dict:
+    """What sets this cell's synaptic strength, for advice a user can act on: its own
+    ``synapse_factory`` (CellModel's weights are then unused) or CellModel's weights."""
+    cell = runner_for(setup).cell
+    return {"factory": cell.synapse_factory is not None, "ampa_weight": cell.ampa_weight,
+            "nmda_weight": cell.nmda_weight, "gaba_weight": cell.gaba_weight, "spike_threshold": cell.spike_threshold}
+
+
+def count_spikes(setup: WorkerSetup, seed: int, run_ms: int) -> tuple[int, int]:
+    """A calibration probe: the first ``run_ms`` of a simulation drawn exactly like the
+    dataset's (its stimulus made for the whole ``duration_ms``, since each simulation's
+    drive is normalised over its length and longer ones keep more of the slow
+    fluctuations that make spikes). Returns the output spikes after the discard, and the
+    threshold crossings there that never repolarised (a depolarised soma)."""
+    done = simulate(setup, -1, seed, run_ms)
+    return int(done["arrays"]["output_spikes"].size), done["held"]
 
 
 def spontaneous_spikes(setup: WorkerSetup) -> int:
@@ -97,23 +110,28 @@ def spontaneous_spikes(setup: WorkerSetup) -> int:
     return int(np.sum(spike_times >= setup.discard_ms))
 
 
-def simulate(setup: WorkerSetup, index: int, seed: int) -> dict:
-    """Run simulation ``index`` (stimulus drawn from ``seed``); everything before
-    ``discard_ms`` is dropped and times are re-based to the end of the discard."""
+def simulate(setup: WorkerSetup, index: int, seed: int, run_ms: int | None = None) -> dict:
+    """Run simulation ``index`` (stimulus drawn from ``seed``), or only its first ``run_ms``;
+    everything before ``discard_ms`` is dropped and times are re-based to the end of the discard."""
     runner = runner_for(setup)
     rng = np.random.default_rng(seed)
     inputs = runner.inputs
     input_index, input_ms = spike_trains(rng, setup.stimulus, inputs.kind, inputs.group, setup.duration_ms)
+    duration = setup.duration_ms if run_ms is None else min(run_ms, setup.duration_ms)
+    if duration < setup.duration_ms:
+        ran = input_ms < duration
+        input_index, input_ms = input_index[ran], input_ms[ran]
     started = time.perf_counter()
-    result = runner.run(input_index, input_ms, setup.duration_ms)
+    result = runner.run(input_index, input_ms, duration)
     wall_s = time.perf_counter() - started
-    discard, duration = setup.discard_ms, setup.duration_ms
+    discard = setup.discard_ms
     kept = input_ms >= discard
     spike_bins = np.floor(result.spike_times).astype(np.int64)
     spike_bins = np.unique(spike_bins[(spike_bins >= discard) & (spike_bins < duration)]) - discard
     return {
         "index": index,
         "wall_s": wall_s,
+        "held": int(np.sum((result.held_times >= discard) & (result.held_times < duration))),
         "arrays": {
             "input_index": input_index[kept].astype(np.int32),
             "input_time": (input_ms[kept] - discard).astype(np.int32),

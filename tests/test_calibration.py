@@ -7,6 +7,7 @@ of simulated time each.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,12 @@ def test_splits_are_stable_as_the_dataset_grows_and_close_to_the_fractions() -> 
 
 
 def test_a_split_that_would_be_empty_is_refused() -> None:
-    with pytest.raises(ValueError, match="leaves the .* split empty"):
+    with pytest.raises(ValueError, match="leaves the .* split empty; n_simulations = (\\d+) gives every split") as info:
         SimulationSpec(n_simulations=3, seed=0, stimulus={"rate_scale": (1, 2)})
+    enough = int(re.search(r"n_simulations = (\d+)", str(info.value)).group(1))
+    assert all(SimulationSpec(n_simulations=enough, seed=0, stimulus={"rate_scale": (1, 2)}).split_indices().values())
+    with pytest.raises(ValueError, match="leaves the"):
+        SimulationSpec(n_simulations=enough - 1, seed=0, stimulus={"rate_scale": (1, 2)})  # the smallest such count
 
 
 def test_manifest_records_the_calibration_and_rates(tmp_path: Path) -> None:

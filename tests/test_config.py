@@ -90,10 +90,22 @@ def test_cli_help_explains_commands() -> None:
 
 
 def test_sqlite_file_in_a_folder_that_cannot_exist_is_one_clear_error(tmp_path) -> None:
+    from neurosearch.search.preflight import check_tracking
+
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(UserError, match="cannot create the folder of the SQLite file"):
-        load_config(None, [f'tracking.uri="sqlite:///{blocker}/sub/mlflow.db"'])
+    config = load_config(None, [f'tracking.uri="sqlite:///{blocker}/sub/mlflow.db"'])
+    with pytest.raises(UserError, match=f"the tracking store's folder {blocker}/sub is not writable"):
+        check_tracking(config.tracking.uri, str(tmp_path / "artifacts"))
+
+
+def test_loading_a_config_creates_no_folder(tmp_path: Path) -> None:
+    """Issue 21: `simulate` left an empty mlflow/ folder beside the config; the stores'
+    folders are made by the commands that write to them."""
+    (tmp_path / "search.toml").write_text('[tracking]\nuri = "sqlite:///mlflow/mlflow.db"\n')
+    config = load_config(tmp_path / "search.toml")
+    assert config.tracking.uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["search.toml"]
 
 
 @pytest.mark.parametrize("metric, threshold", [("spike_auc", -1), ("spike_auc", 1.5), ("voltage_rmse", 0)])

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from neurosearch.simulators import Dataset, SimulationSpec, SimulatorError, generate, nmodl
+from neurosearch.simulators import Dataset, SimulationSpec, SimulatorError, calibrate_drive, generate, nmodl
+from neurosearch.simulators.spec import StimulusSpec
 from neurosearch.simulators.cells import build_custom
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "small_pyramid"
@@ -38,9 +39,11 @@ def test_example_simulates_under_calibrated_drive_and_runs_a_study(tmp_path: Pat
 
     sim = neurosearch("simulate", "--no-progress", *config, *SMALL, cwd=tmp_path)
     assert sim.returncode == 0, sim.stdout + sim.stderr
-    said = " ".join(sim.stdout.split())  # as one line, however the console wrapped it
-    assert "4 simulations × 1000 ms, 134 inputs" in said  # 67 dendritic segments, exc + inh each
-    assert "silent 0 of 4" in said and "calibrated drive" in said
+    lines = sim.stdout.splitlines()  # redirected to a file or pipe, each message stays one line (grep finds it)
+    assert any(line.startswith("dataset ") and line.endswith("4 simulations × 1000 ms, 134 inputs") for line in lines)
+    summary = next(line for line in lines if line.startswith("output rate per simulation: mean "))
+    assert "(target 13 Hz)" in summary and "silent 0 of 4" in summary and "calibrated drive" in summary
+    assert any(line.startswith("calibration (output rate at drive × nominal") for line in lines)
     (folder,) = [p for p in (example / "work" / "datasets").iterdir() if p.name != "calibrations"]
     dataset = Dataset.open(folder)
     assert sorted(set(dataset.input_group.tolist())) == [0, 1, 2, 3, 4]  # one branch id per dendritic section
@@ -185,8 +188,42 @@ def test_cell_that_never_fires_names_what_to_change(tmp_path: Path) -> None:
     with pytest.raises(SimulatorError) as info:
         generate(calibrated(builder, tmp_path), tmp_path / "data", progress=False)
     message = str(info.value)
-    assert message.startswith(f"custom model builder {builder}:build fires at most 0.00 Hz even at 64× the nominal")
-    assert "ampa_weight" in message and "spike_threshold" in message and "\n" not in message
+    assert message.startswith(f"custom model builder {builder}:build never fires, from 0.25× to 64× the nominal")
+    assert "ampa_weight" in message and "spike_threshold (-20 mV)" in message and "\n" not in message
+    assert "synapse_factory" not in message  # this cell uses CellModel's weights
+    # the measured curve is kept, not only printed
+    kept = Path(message.rsplit("(kept in ", 1)[1].rstrip(")"))
+    record = json.loads(kept.read_text())
+    assert record["failed"] and record["levels"][-1] == 64.0 and max(record["mean_rate_hz"]) == 0
+
+
+SHUNTED = CELL.format(body="""\
+    def synapses(seg, kind):  # inhibition on the soma, strong enough to clamp it at high drive
+        syn = h.Exp2Syn(soma(0.5) if kind == "inh" else seg)
+        syn.tau1, syn.tau2, syn.e = (0.2, 2.0, 0.0) if kind == "exc" else (0.5, 8.0, -80.0)
+        return [(syn, 0.004 if kind == "exc" else 0.03)]
+    return CellModel(soma=soma, sites=[(seg, 0) for seg in dend], synapse_factory=synapses, keep=[dend])""")
+
+
+def test_cell_whose_rate_falls_with_drive_is_told_the_knob_that_applies(tmp_path: Path) -> None:
+    """Issue 21's first fault: more drive, more inhibition, fewer spikes. The message names
+    the shape and the stimulus' inhibition (the knob that mends it), not CellModel's
+    weights, which a synapse_factory makes unused; with that knob turned it calibrates."""
+    builder = tmp_path / "cell.py"
+    builder.write_text(SHUNTED)
+    spec = calibrated(builder, tmp_path).model_copy(
+        update={"stimulus": StimulusSpec(calibration_probes=1, calibration_check=4, output_rate_hz=(20.0, 40.0),
+                                         mean_rate_hz=28.0)})
+    with pytest.raises(SimulatorError) as info:
+        generate(spec, tmp_path / "data", progress=False)
+    message = str(info.value)
+    assert message.startswith(f"custom model builder {builder}:build fires at most ")
+    assert "its rate falls as the drive rises" in message
+    assert "inh_rate_hz below exc_rate_hz (now 10 and 10 Hz)" in message
+    assert "the weights your synapse_factory returns" in message and "ampa_weight" not in message
+    assert "measured output rate at drive × nominal input rates: 0.25× " in message and "\n" not in message
+    weaker = spec.model_copy(update={"stimulus": spec.stimulus.model_copy(update={"inh_rate_hz": 2.0})})
+    assert calibrate_drive(weaker, tmp_path / "data", progress=False)["rate_scale"][0] > 0
 
 
 def test_synapse_factory_places_the_users_synapses(tmp_path: Path) -> None:
@@ -210,3 +247,73 @@ def test_synapse_factory_places_the_users_synapses(tmp_path: Path) -> None:
     quiet = runner.run(np.zeros(0, dtype=np.int64), np.zeros(0), 100).voltage
     excited = runner.run(np.array([0, 1, 2] * 5), np.repeat(np.arange(10.0, 60.0, 10.0), 3), 100).voltage
     assert excited.max() > quiet.max() + 5  # the excitatory inputs depolarise the soma
+
+
+def test_dataset_identity_covers_what_the_builder_loads(tmp_path: Path) -> None:
+    """Issue 21: an edit to the hoc template a builder loads beside it silently reused the
+    old simulations. The builder's folder is hashed (its model sources), outputs are not."""
+    model = tmp_path / "cell"
+    (model / "templates").mkdir(parents=True)
+    (model / "cell.py").write_text(CELL.format(body="    return CellModel(soma=soma, sites=[(seg, 0) for seg in dend])"))
+    (model / "templates" / "cell.hoc").write_text("begintemplate Cell\nendtemplate Cell\n")
+    elsewhere = tmp_path / "params.json"
+    elsewhere.write_text('{"gbar": 1}')
+
+    def key(**custom) -> str:
+        return SimulationSpec(model="custom", custom={"builder": f"{model / 'cell.py'}:build", **custom},
+                              stimulus={"rate_scale": (1, 1)}).config_hash()
+
+    before = key()
+    (model / "search.toml").write_text("[study]\n")  # settings and a study's outputs are not the model
+    (model / "work" / "datasets").mkdir(parents=True)
+    (model / "work" / "datasets" / "cell.py").write_text("# a copy in the outputs")
+    assert key() == before
+    (model / "templates" / "cell.hoc").write_text("begintemplate Cell\n// gnabar 0.2\nendtemplate Cell\n")
+    assert key() != before  # the template the builder loads
+    # a file outside the builder's folder counts once it is declared
+    declared = key(files=[str(elsewhere)])
+    elsewhere.write_text('{"gbar": 2}')
+    assert key(files=[str(elsewhere)]) != declared
+    with pytest.raises(SimulatorError, match="custom model file .*missing.json .simulator.custom.files. does not exist"):
+        key(files=[str(tmp_path / "missing.json")])
+
+
+BLOCKED = CELL.format(body="""\
+    def synapses(seg, kind):  # slow excitation on the soma: strong drive holds it depolarised
+        syn = h.Exp2Syn(soma(0.5))
+        syn.tau1, syn.tau2, syn.e = (0.2, 50.0, 0.0) if kind == "exc" else (0.5, 8.0, -80.0)
+        return [(syn, 0.03 if kind == "exc" else 0.0)]
+    return CellModel(soma=soma, sites=[(seg, 0) for seg in dend], synapse_factory=synapses, spike_reset={reset},
+                     keep=[dend])""")
+
+
+def test_a_depolarised_soma_crossing_the_threshold_is_not_firing(tmp_path: Path) -> None:
+    """Issue 21: a soma held depolarised oscillates across spike_threshold without a spike;
+    every upward crossing used to count. A spike now needs a repolarisation (below
+    spike_reset) too."""
+    import numpy as np
+
+    from neurosearch.simulators.engine import CellRunner
+    from neurosearch.simulators.stimulus import spike_trains
+
+    counts = {}
+    for reset in (-40.0, -20.000001):  # the default, and one that makes every crossing a spike (the old rule)
+        builder = tmp_path / f"cell{len(counts)}.py"
+        builder.write_text(BLOCKED.replace("{reset}", str(reset)))
+        runner = CellRunner(build_custom(f"{builder}:build", None))
+        index, ms = spike_trains(np.random.default_rng(0), StimulusSpec(rate_scale=(16.0, 16.0)), runner.inputs.kind,
+                                 runner.inputs.group, 2000)
+        result = runner.run(index, ms, 2000)
+        counts[reset] = (result.spike_times.size, result.held_times.size)
+    (spikes, held), (old_rule, old_held) = counts[-40.0], counts[-20.000001]
+    assert held >= 10 and spikes == 0  # at 16x the soma sits near -22 mV, oscillating across -20 mV
+    assert old_rule + old_held == spikes + held  # the same crossings ...
+    assert old_rule >= held - 1  # ... which the old rule counted as spikes
+
+    builder = tmp_path / "blocked.py"
+    builder.write_text(BLOCKED.replace("{reset}", "-40.0"))
+    spec = calibrated(builder, tmp_path).model_copy(
+        update={"stimulus": StimulusSpec(calibration_probes=1, output_rate_hz=(40.0, 80.0), mean_rate_hz=50.0)})
+    with pytest.raises(SimulatorError, match=r"its soma is held depolarised \(.* crossings of spike_threshold per s "
+                                             r"without repolarising below CellModel.spike_reset: depolarisation block"):
+        generate(spec, tmp_path / "data", progress=False)

@@ -24,7 +24,8 @@ Builder = Callable[[Path | None], "CellModel"]
 class CellModel:
     """A built cell: where to record, where inputs go, and how strong they are.
 
-    ``soma``: the section whose ``soma(0.5)`` voltage is the output, and where spikes are detected.
+    ``soma``: the section whose ``soma(0.5)`` voltage is the output, and where spikes are
+    detected (``spike_threshold`` crossed, then a repolarisation below ``spike_reset``).
     ``sites``: ``(segment, branch_id)`` pairs; each site gets one excitatory and one inhibitory
     input. ``branch_id`` groups sites by dendritic branch (any non-negative int).
     Weights are single-event peak conductances in µS for the standard ns_ synapses.
@@ -38,6 +39,12 @@ class CellModel:
     nmda_weight: float = 0.0
     gaba_weight: float = 0.001
     spike_threshold: float = -20.0
+    spike_reset: float = -40.0
+    """An output spike is an upward crossing of ``spike_threshold`` (its time: a local maximum
+    above the threshold follows) after which the voltage repolarises below ``spike_reset``
+    before the next crossing. A soma held depolarised (depolarisation block), oscillating
+    around the threshold without repolarising, fires none. The bundled cells' spikes peak
+    from -20 to +10 mV and repolarise to about -63 mV."""
     v_init: float = -65.0
     dt: float = 0.025
     celsius: float | None = None
