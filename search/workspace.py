@@ -13,10 +13,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import torch
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError, SQLAlchemyError
@@ -27,6 +26,9 @@ from .config import Config, StudySection
 from .errors import UserError, first_reason, mask_url
 from .retry import FIRST_USE, Retry, sqlite_first_use
 from .weights import load_weights, save_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 # --------------------------------------------------------------------------- attribute names
 # The names under which a study and its trials keep their user attributes. They are
