@@ -136,6 +136,12 @@ for _name in (
     _reconnecting(_name)
 
 
+#: the fix for a postgresql:// URL without its driver: the README's plain install leaves
+#: psycopg out, and Optuna's "Please install appropriate one." does not say which
+POSTGRES_DRIVER = (' (the PostgreSQL driver is missing: pip install "neurosearch[postgres]",'
+                   ' or pip install -e ".[postgres]" from a checkout)')
+
+
 def open_storage(where: Config | str) -> RDBStorage:
     """The study storage, pre-pinged and reconnecting.
 
@@ -161,6 +167,8 @@ def open_storage(where: Config | str) -> RDBStorage:
             storage = FIRST_USE.call(ResilientRDBStorage, url, engine_kwargs=engine, **heartbeat)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, ImportError) and url.startswith("postgresql"):
+            reason += POSTGRES_DRIVER
         raise UserError(f"cannot open the study storage {mask_url(url)}: {reason}") from None
     storage.retry = RECONNECT.lasting(settings.reconnect_s)
     return storage

@@ -64,3 +64,25 @@ def test_version_prints_the_installed_version(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert (result.returncode, result.stdout.strip()) == (0, f"neurosearch {version('neurosearch')}")
 
+
+#: the `postgres` extra not installed: every PostgreSQL driver SQLAlchemy could load is
+#: blocked (a None in sys.modules makes its import fail), then the CLI runs in-process
+NO_DRIVER = """
+import sys
+for name in ("psycopg", "psycopg2", "asyncpg", "pg8000"):
+    sys.modules[name] = None
+sys.argv = ["neurosearch", *sys.argv[1:]]
+from neurosearch.search.cli import main
+main()
+"""
+
+
+def test_postgres_url_without_its_driver_names_the_extra(tmp_path: Path) -> None:
+    url = "postgresql://postgres:secret@127.0.0.1:5432/postgres"
+    result = subprocess.run([sys.executable, "-c", NO_DRIVER, "studies", "--storage", url],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    line = " ".join(result.stdout.split())  # rich may wrap the one line
+    assert result.returncode == 2, result.stderr
+    assert line.startswith("error: cannot open the study storage postgresql://postgres:***@127.0.0.1:5432/postgres")
+    assert 'pip install "neurosearch[postgres]"' in line and 'pip install -e ".[postgres]"' in line
+    assert "secret" not in result.stdout + result.stderr
