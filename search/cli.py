@@ -3,6 +3,11 @@
 Every command reads search.toml (``--config``), and any value in it can be
 overridden with ``--set section.key=value``. Mistakes a user can make end in one
 clear message and exit code 2, never a traceback.
+
+Start-up imports only typer and rich: each command imports what it needs (torch,
+MLflow, Optuna: seconds each) after its arguments and config are checked, so
+``--help``, a mistake, ``studies`` and ``report`` answer at once.
+tests/test_startup.py keeps the heavy libraries out of ``--help``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import errno
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -21,9 +26,11 @@ from rich.table import Table
 
 from neurosearch.simulators import SimulatorError
 
-from .config import Config, load_config
 from .errors import UserError
 from .signals import exit_code, raise_on_sigterm
+
+if TYPE_CHECKING:
+    from .config import Config
 
 app = typer.Typer(
     help="Find the shallowest neural network that reproduces a NEURON neuron model (Optuna + PyTorch + MLflow).",
@@ -46,6 +53,23 @@ StudyOpt = Annotated[Optional[str], typer.Option("--study", help="Study name (ov
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"neurosearch {version('neurosearch')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    # the options before the command; no docstring: it would replace the app's help text
+    pass
+
+
 @contextlib.contextmanager
 def _resumable() -> Iterator[None]:
     """Ctrl-C or SIGTERM (``signals``) ends a long command with one line and exit code 130
@@ -62,6 +86,8 @@ def _resumable() -> Iterator[None]:
 
 def _config(path: Path, sets: list[str] | None, storage: str | None = None, study: str | None = None) -> Config:
     """The config with --set applied, then --storage/--study taken as given (never re-parsed as TOML)."""
+    from .config import load_config
+
     values = {key: value for key, value in (("study.storage", storage), ("study.name", study)) if value}
     return load_config(path, list(sets or []), values)
 
@@ -79,10 +105,12 @@ def run(
 
     Start the same command on other machines with a shared --storage URL to add workers.
     """
-    from .runner import run as run_study
-
     with _resumable():
-        report = run_study(_config(config, set_, storage, study), console, progress, json_out)
+        cfg = _config(config, set_, storage, study)
+        from .runner import run as run_study
+
+        _quiet_libraries()
+        report = run_study(cfg, console, progress, json_out)
     if json_out:
         json_out.write_text(report.to_json())
 
@@ -104,14 +132,17 @@ CalibrateOpt = Annotated[bool, typer.Option(
 def _simulate_step(part: Optional[str], calibrate_only: bool, config: Path, sets: list[str] | None,
                    progress: bool) -> None:
     """One step of a dataset simulated on many machines: its calibration, or one part."""
-    from neurosearch.simulators import Part, calibrate_drive, generate_part
-
-    from .workspace import Workspace
+    from neurosearch.simulators import Part
 
     if part is not None and calibrate_only:
         raise UserError("--part and --calibrate-only are separate steps: give one of them")
     which = Part.parse(part) if part is not None else None  # a bad K/N fails before anything runs
     cfg = _config(config, sets)
+    from neurosearch.simulators import calibrate_drive, generate_part
+
+    from .workspace import Workspace
+
+    _quiet_libraries(mlflow_too=False)  # a step logs nothing to MLflow
     with _resumable():
         if which is None:
             from neurosearch.simulators.calibrate import describe
@@ -133,12 +164,14 @@ def simulate(
     calibrate_only: CalibrateOpt = False,
 ) -> None:
     """Generate (or find in the cache) the study's NEURON ground-truth dataset, or one step of it on a cluster."""
-    from .runner import simulate as make_dataset
-
     if part is not None or calibrate_only:
         return _simulate_step(part, calibrate_only, config, set_, progress)
     with _resumable():
-        dataset = make_dataset(_config(config, set_), progress)
+        cfg = _config(config, set_)
+        from .runner import simulate as make_dataset
+
+        _quiet_libraries()
+        dataset = make_dataset(cfg, progress)
     if dataset.merged:
         console.print(f"merged {len(dataset.merged)} simulations from the parts' records")
     console.print(
@@ -170,14 +203,15 @@ def report(
 
     With --storage and --study no config file is needed (e.g. on another machine).
     """
-    from .report import build_report, render
-    from .workspace import load_study
-
     if storage and study and not config.exists():
         url, name = storage, study
     else:
         cfg = _config(config, set_, storage, study)
         url, name = cfg.study.storage, cfg.study.name
+    from .report import build_report, render
+    from .workspace import load_study
+
+    _quiet_libraries(mlflow_too=False)
     result = build_report(load_study(url, name))
     if json_out:
         print(result.to_json())
@@ -190,9 +224,10 @@ def studies(
     config: ConfigOpt = Path("search.toml"), set_: SetOpt = None, storage: StorageOpt = None
 ) -> None:
     """List the studies in a storage with their trial counts."""
+    url = storage if storage and not config.exists() else _config(config, set_, storage).study.storage
     from .workspace import study_summaries
 
-    url = storage if storage and not config.exists() else _config(config, set_, storage).study.storage
+    _quiet_libraries(mlflow_too=False)
     table = Table(title="studies")
     for column in ("name", "trials", "best", "started"):
         table.add_column(column)
@@ -214,9 +249,9 @@ def ui(
 
     One experiment per study; the run "study <name>" holds the depth-frontier plot, the summary table and the registered winner; one child run per trial holds its learning curves, ROC curve, voltage trace, spec and weights.
     """
-    from .ui import serve
-
     cfg = _config(config, set_)
+    from .ui import serve  # the server is another process: nothing here to quiet
+
     serve(cfg.tracking.uri, cfg.tracking.artifacts, cfg.experiment_name, host, port,
           lambda line: console.print(line, highlight=False, soft_wrap=True))  # a URL on one line, never wrapped
 
@@ -235,12 +270,14 @@ def export(
 
     The file takes input spikes (float32, batch × n_inputs × time, 1 ms bins) and returns the spike probability and the somatic voltage in mV (each batch × time); a JSON file next to it describes it. The export is checked against the in-process network on a test simulation of the dataset and the largest difference is printed.
     """
-    from .export import export_trial
-
     fmt = format_.lower()
     if fmt not in ("torchscript", "onnx"):
         raise UserError(f"--format must be torchscript or onnx, got {format_!r}")
-    result = export_trial(_config(config, set_, storage, study), fmt, trial, output)
+    cfg = _config(config, set_, storage, study)
+    from .export import export_trial
+
+    _quiet_libraries()
+    result = export_trial(cfg, fmt, trial, output)
     console.print(f"trial {result.trial} exported as {result.format}: {result.path}", highlight=False, soft_wrap=True)
     console.print(f"  what it takes and returns: {result.info_path}", highlight=False, soft_wrap=True)
     if result.fixed_time_ms:
@@ -252,13 +289,18 @@ def export(
         console.print(f"  max |exported - in-process| on {result.checked_on}: {diffs}", highlight=False, soft_wrap=True)
 
 
-def _quiet_libraries() -> None:
-    """Our own progress lines replace Optuna's and MLflow's per-call INFO logs."""
+def _quiet_libraries(mlflow_too: bool = True) -> None:
+    """Our own progress lines replace Optuna's and MLflow's per-call INFO logs.
+
+    Each command calls it once its arguments are checked, not ``main``: importing MLflow
+    takes seconds, and ``studies`` and ``report`` (``mlflow_too=False``) never use it."""
     import logging
     import warnings
 
-    import mlflow  # noqa: F401  (configures its loggers on import; quiet them after)
     import optuna
+
+    if mlflow_too:
+        import mlflow  # noqa: F401  (configures its loggers on import; quiet them after)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -281,7 +323,6 @@ def main() -> None:
     As the last resort, a file the machine refuses (permission, read-only, disk full) is
     one line naming the file too; any other exception is a bug and keeps its traceback."""
     raise_on_sigterm()
-    _quiet_libraries()
     try:
         app()
     except (UserError, SimulatorError) as exc:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
-from sqlalchemy.engine import make_url
 
 from neurosearch.simulators import SimulationSpec
 from neurosearch.spaces import FAMILIES, get_family
@@ -264,6 +263,8 @@ def _resolve(base: Path, value: str | Path) -> Path:
 
 def _resolve_sqlite(base: Path, url: str) -> str:
     """Make a relative ``sqlite:///file`` URL absolute against the config's folder."""
+    from sqlalchemy.engine import make_url  # here, not at import: a missing config is reported at once
+
     try:
         make_url(url)  # garbage is refused here, with the parser's reason
     except Exception as exc:  # sqlalchemy raises ArgumentError for garbage

@@ -7,9 +7,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 
 class UserError(Exception):
     """A problem the user can fix: bad config, unreachable database, bad arguments."""
@@ -31,6 +28,8 @@ def first_reason(exc: BaseException) -> str:
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ***, also when it does not parse."""
+    from sqlalchemy.engine import make_url  # here, not at import: the CLI starts without SQLAlchemy
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -46,6 +45,9 @@ def mask_secrets(text: str) -> str:
 def sqlite_file(url: str) -> Path | None:
     """The database file an ``sqlite:///…`` URL names (None: another database, an
     in-memory one, or no URL at all)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except ArgumentError:

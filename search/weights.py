@@ -14,18 +14,21 @@ import io
 import pickle
 import re
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from neurosearch.simulators.storage import write_atomic
 
 from .errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+
 
 def save_atomic(obj: object, path: Path) -> None:
     """``torch.save`` through ``write_atomic``: ``path`` is the old file or the whole new one,
     and a failed write (a full disk) leaves no temporary file behind."""
+    import torch  # here, not at import: reading a study's storage needs no torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_atomic(path, buffer.getvalue())
@@ -34,6 +37,8 @@ def save_atomic(obj: object, path: Path) -> None:
 def load_weights(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
     """The saved record at ``path``; a ``UserError`` when it holds anything but weights and
     plain values (or is not a torch file at all)."""
+    import torch
+
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:

@@ -13,10 +13,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import torch
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError, SQLAlchemyError
@@ -27,6 +26,9 @@ from .config import Config, StudySection
 from .errors import UserError, first_reason, mask_url
 from .retry import FIRST_USE, Retry, sqlite_first_use
 from .weights import load_weights, save_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 # --------------------------------------------------------------------------- attribute names
 # The names under which a study and its trials keep their user attributes. They are
@@ -134,6 +136,12 @@ for _name in (
     _reconnecting(_name)
 
 
+#: the fix for a postgresql:// URL without its driver: the README's plain install leaves
+#: psycopg out, and Optuna's "Please install appropriate one." does not say which
+POSTGRES_DRIVER = (' (the PostgreSQL driver is missing: pip install "neurosearch[postgres]",'
+                   ' or pip install -e ".[postgres]" from a checkout)')
+
+
 def open_storage(where: Config | str) -> RDBStorage:
     """The study storage, pre-pinged and reconnecting.
 
@@ -159,6 +167,8 @@ def open_storage(where: Config | str) -> RDBStorage:
             storage = FIRST_USE.call(ResilientRDBStorage, url, engine_kwargs=engine, **heartbeat)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, ImportError) and url.startswith("postgresql"):
+            reason += POSTGRES_DRIVER
         raise UserError(f"cannot open the study storage {mask_url(url)}: {reason}") from None
     storage.retry = RECONNECT.lasting(settings.reconnect_s)
     return storage

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import importlib
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import optuna
-import torch
-import torch.nn.functional as F
 from pydantic import field_validator
-from torch import nn
 
 from .base import (
     Activation,
     Choices,
     Family,
     FloatRange,
-    Heads,
     InputMeta,
     IntRange,
     Norm,
     PositiveInt,
     SpaceBase,
-    hidden_init_,
-    make_activation,
-    make_norm,
 )
+
+if TYPE_CHECKING:
+    import optuna
+    from torch import nn
 
 FilterBank = Literal["per_input", "shared"]
 
@@ -51,54 +48,6 @@ class MLPSpace(SpaceBase):
         if value[1] >= 1:
             raise ValueError("dropout must be < 1")
         return value
-
-
-class _FilterBank(nn.Module):
-    """K causal temporal filters of length W per input (linear, no bias):
-    ``[B, N, T] -> [B, N*K, T]``, channel n*K + k = input n through filter k."""
-
-    def __init__(self, n_inputs: int, filters: int, window: int, shared: bool) -> None:
-        super().__init__()
-        self.window = window
-        self.shared = shared
-        if shared:
-            self.conv = nn.Conv1d(1, filters, window, bias=False)
-        else:
-            self.conv = nn.Conv1d(n_inputs, n_inputs * filters, window, groups=n_inputs, bias=False)
-        hidden_init_(self.conv, gain=1.0)  # linear: variance-preserving
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (self.window - 1, 0))
-        if not self.shared:
-            return self.conv(x)
-        b, n = x.shape[0], x.shape[1]
-        y = self.conv(x.reshape(b * n, 1, x.shape[2]))  # [B*N, K, T]
-        return y.reshape(b, -1, y.shape[2])
-
-
-class MLPNet(nn.Module):
-    def __init__(self, spec: dict, inputs: InputMeta) -> None:
-        super().__init__()
-        self.spec = dict(spec)
-        k = int(spec["filters"])
-        self.bank = _FilterBank(inputs.n_inputs, k, int(spec["window"]), spec["filter_bank"] == "shared")
-        layers: list[nn.Module] = []
-        in_ch = inputs.n_inputs * k
-        for width in spec["hidden"]:
-            width = int(width)
-            layers += [
-                hidden_init_(nn.Conv1d(in_ch, width, 1, bias=spec["norm"] != "batch")),
-                make_norm(spec["norm"], width),
-                make_activation(spec["activation"]),
-            ]
-            if float(spec["dropout"]) > 0:
-                layers.append(nn.Dropout(float(spec["dropout"])))
-            in_ch = width
-        self.hidden = nn.Sequential(*layers)
-        self.heads = Heads(in_ch)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.heads(self.hidden(self.bank(x)))
 
 
 class MLP(Family):
@@ -139,6 +88,8 @@ class MLP(Family):
         return int(spec["window"])
 
     def build(self, spec: dict, inputs: InputMeta) -> nn.Module:
+        from ._mlp import MLPNet
+
         self._check_spec(spec)
         if not spec["hidden"]:
             raise ValueError("mlp spec needs at least one hidden layer")
@@ -146,3 +97,11 @@ class MLP(Family):
 
 
 FAMILY = MLP()
+
+
+def __getattr__(name: str):
+    """The network code is in ``_mlp`` (it needs torch, which the search space does not):
+    its public names stay reachable here, also for models pickled under this module."""
+    if name in {"MLPNet"}:
+        return getattr(importlib.import_module("._mlp", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-import optuna
-import torch
-from torch import nn
+import importlib
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from .base import (
     Activation,
-    CausalConv1d,
     Choices,
     Family,
-    Heads,
     InputMeta,
     IntRange,
-    SparseInputCausalConv1d,
     Norm,
     PositiveInt,
     SpaceBase,
-    hidden_init_,
-    make_activation,
-    make_norm,
 )
+
+if TYPE_CHECKING:
+    import optuna
+    from torch import nn
 
 
 class TCNSpace(SpaceBase):
@@ -54,40 +49,6 @@ class TCNSpace(SpaceBase):
     #: is a speed choice, not an architecture one. Measured (bench/RESULTS.md): sparse is
     #: faster on a small CPU but 2.5x slower than TF32 cuDNN on an H200, hence "dense"
     first_layer: Annotated[list[Literal["dense", "sparse"]], Choices] = ["dense"]
-
-
-class _Block(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, dilation: int, norm: str, activation: str,
-                 residual: bool, sparse_input: bool = False) -> None:
-        super().__init__()
-        conv = SparseInputCausalConv1d if sparse_input else CausalConv1d
-        self.conv = hidden_init_(conv(in_ch, out_ch, kernel, dilation=dilation, bias=norm != "batch"))
-        self.norm = make_norm(norm, out_ch)
-        self.act = make_activation(activation)
-        self.residual = bool(residual and in_ch == out_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.norm(self.conv(x)))
-        return x + y if self.residual else y
-
-
-class TCNNet(nn.Module):
-    def __init__(self, spec: dict, inputs: InputMeta) -> None:
-        super().__init__()
-        self.spec = dict(spec)
-        width = int(spec["width"])
-        blocks = []
-        in_ch = inputs.n_inputs
-        sparse = spec.get("first_layer", "dense") == "sparse"
-        for j, (kernel, dilation) in enumerate(zip(spec["kernels"], spec["dilations"])):
-            blocks.append(_Block(in_ch, width, int(kernel), int(dilation), spec["norm"], spec["activation"],
-                                 bool(spec["residual"]), sparse_input=sparse and j == 0))
-            in_ch = width
-        self.blocks = nn.Sequential(*blocks)
-        self.heads = Heads(width)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.heads(self.blocks(x))
 
 
 class TCN(Family):
@@ -139,6 +100,8 @@ class TCN(Family):
         return 1 + sum((int(k) - 1) * int(d) for k, d in zip(spec["kernels"], spec["dilations"]))
 
     def build(self, spec: dict, inputs: InputMeta) -> nn.Module:
+        from ._tcn import TCNNet
+
         self._check_spec(spec)
         if len(spec["kernels"]) != len(spec["dilations"]) or not spec["kernels"]:
             raise ValueError("tcn spec needs one dilation per kernel and at least one layer")
@@ -148,3 +111,11 @@ class TCN(Family):
 
 
 FAMILY = TCN()
+
+
+def __getattr__(name: str):
+    """The network code is in ``_tcn`` (it needs torch, which the search space does not):
+    its public names stay reachable here, also for models pickled under this module."""
+    if name in {"TCNNet"}:
+        return getattr(importlib.import_module("._tcn", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
