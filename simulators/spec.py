@@ -60,7 +60,7 @@ class StimulusSpec(BaseModel):
     )
     calibration_probes: int = Field(4, ge=1, le=64, description="probe simulations per drive level when calibrating")
     calibration_check: int = Field(
-        48, ge=4, le=1024, description="probe simulations, drawn like the dataset's, per round of centring the range"
+        32, ge=4, le=1024, description="whole simulations drawn like the dataset's, per round of centring the range"
     )
     calibration_tolerance: float = Field(
         0.1, gt=0, le=1, description="centring stops once the probes' mean rate is this close to mean_rate_hz (relative)"

@@ -101,11 +101,12 @@ def test_drive_is_centred_on_the_anchors_mean_rate_of_1_hz(tmp_path: Path) -> No
     from neurosearch.simulators import calibrate_drive
     from neurosearch.simulators.calibrate import describe
 
-    spec = SimulationSpec(n_simulations=8, **{**SMALL, "stimulus": {"calibration_probes": 2, "calibration_check": 16}})
+    spec = SimulationSpec(n_simulations=8, **{**SMALL, "duration_ms": 3300,
+                                              "stimulus": {"calibration_probes": 2, "calibration_check": 32}})
     assert spec.stimulus.mean_rate_hz == 1.0 and spec.stimulus.output_rate_hz == (0.2, 3.0)  # the defaults
     record = calibrate_drive(spec, tmp_path, progress=False)
     centring = record["centring"]
-    assert centring["target_hz"] == 1.0 and centring["probes"] == 16
+    assert centring["target_hz"] == 1.0 and centring["probes"] == 32 and centring["probe_ms"] == 3000
     assert abs(centring["mean_rate_hz"] - 1.0) <= 0.1, centring  # within calibration_tolerance
     first, chosen = centring["rounds"][0], next(r for r in centring["rounds"] if r["mean_rate_hz"] == centring["mean_rate_hz"])
     # the rounds moved the drive towards the target: the first round's miss was at least as large
