@@ -121,14 +121,14 @@ def test_a_dataset_that_misses_its_target_rate_says_so(tmp_path: Path) -> None:
     """simulate prints the realised mean against the target, and warns past ±25%."""
     from neurosearch.simulators import calibrate
 
-    spec = SimulationSpec(n_simulations=4, split=(0.5, 0.25, 0.25), **SMALL)
+    spec = SimulationSpec(n_simulations=5, split=(0.5, 0.25, 0.25), **SMALL)
     path, _ = calibrate.cached_calibration(tmp_path, spec)
-    # a calibration that promised 13 Hz with a drive that makes this cell fire much faster
-    calibrate.save_calibration(path, {"rate_scale": [6.0, 6.0], "centring": {"target_hz": 13.0}})
+    # a calibration that promised 4 Hz with a drive that makes this cell fire much faster
+    calibrate.save_calibration(path, {"rate_scale": [6.0, 6.0], "centring": {"target_hz": 4.0}})
     dataset = generate(spec, tmp_path, progress=False)
     mean = dataset.output_rates_hz().mean()
-    assert mean > 13.0 * 1.25
-    assert f"mean {mean:.2f} Hz (target 13 Hz)" in dataset.rate_summary()
+    assert mean > 4.0 * 1.25
+    assert f"mean {mean:.2f} Hz (target 4 Hz)" in dataset.rate_summary()
     assert dataset.rate_warning().startswith(f"warning: the simulations fire at a mean {mean:.2f} Hz")
 
 
