@@ -68,8 +68,9 @@ def test_calibrates_at_the_default_one_hz(tmp_path: Path) -> None:
         [sys.executable, "-m", "neurosearch.search.cli", "simulate", "--calibrate-only", "--no-progress",
          "--config", str(config),
          "--set", "simulator.processes=2",
+         "--set", "simulator.duration_ms=3000",  # shorter simulations: each centring probe is a whole one
          "--set", "simulator.stimulus.calibration_probes=1",  # one probe per drive level
-         "--set", "simulator.stimulus.calibration_check=16"],  # 16 probes of 2 s per centring round
+         "--set", "simulator.stimulus.calibration_check=24"],  # 24 probes of 2.5 s per centring round
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -78,5 +79,6 @@ def test_calibrates_at_the_default_one_hz(tmp_path: Path) -> None:
     centred = next(line for line in lines if line.startswith("centred on 1 Hz"))
     mean = float(re.search(r"probes' mean ([0-9.]+) Hz$", centred)[1])
     assert abs(mean - 1.0) <= 0.1, centred  # the calibration's own tolerance (calibration_tolerance = 0.1)
+    assert not any(line.startswith("warning:") for line in lines)
     (kept,) = (example / "work" / "datasets" / "calibrations").glob("*.json")  # the curve is kept too
     assert json.loads(kept.read_text())["centring"]["target_hz"] == 1.0
