@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from .export import register_model, registered_name
 from .metrics import METRICS, VOLTAGE_CEILING_MV
-from .report import StudyReport
+from .report import StudyReport, json_ready
 from .retry import never_fails
 from .tracking import Tracker
 from .workspace import ATTR_REGISTERED_MODEL
@@ -270,10 +270,10 @@ def log_study_artifacts(tracker: Tracker, run_id: str, report: StudyReport) -> l
         files.append(folder / REPORT_JSON)
         if report.winner is not None and report.winner.test:
             winner = report.winner
-            (folder / WINNER_TEST).write_text(json.dumps(
+            (folder / WINNER_TEST).write_text(json.dumps(json_ready(
                 {"trial": winner.trial, "family": winner.family, "depth": winner.depth, "passes": winner.passes,
                  "validation": {report.metric: winner.value}, "test": winner.test,
-                 "intervals_95": winner.intervals}, indent=2))
+                 "intervals_95": winner.intervals}), indent=2, allow_nan=False))
             files.append(folder / WINNER_TEST)
         tracker.log_artifacts(run_id, files)
         return [file.name for file in files]

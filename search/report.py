@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -78,7 +79,20 @@ class StudyReport:
     scored: dict[str, dict[str, float]] = field(default_factory=dict)  # per split: simulations, spikes, mean rate
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        """Strict JSON: an undefined figure (NaN, e.g. the 1 Hz view of a split that never
+        fires below 1 Hz) is null."""
+        return json.dumps(json_ready(asdict(self)), indent=2, allow_nan=False)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN replaced by None, for strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def _best_value(trial: FrozenTrial, higher: bool) -> float | None:
