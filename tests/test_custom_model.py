@@ -25,6 +25,7 @@ SMALL = [  # the example as shipped, with fewer, shorter simulations and one pro
     "--set", "simulator.discard_ms=300",
     "--set", "simulator.processes=2",
     "--set", "simulator.stimulus.calibration_probes=1",
+    "--set", "simulator.stimulus.calibration_check=8",
 ]
 
 

@@ -68,9 +68,9 @@ def test_calibrates_at_the_default_one_hz(tmp_path: Path) -> None:
         [sys.executable, "-m", "neurosearch.search.cli", "simulate", "--calibrate-only", "--no-progress",
          "--config", str(config),
          "--set", "simulator.processes=2",
-         "--set", "simulator.duration_ms=3000",  # shorter simulations: each centring probe is a whole one
+         "--set", "simulator.duration_ms=2500",  # shorter simulations: each centring probe is a whole one
          "--set", "simulator.stimulus.calibration_probes=1",  # one probe per drive level
-         "--set", "simulator.stimulus.calibration_check=24"],  # 24 probes of 2.5 s per centring round
+         "--set", "simulator.stimulus.calibration_check=16"],  # 16 probes of 2 s per centring round
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
