@@ -168,7 +168,7 @@ def simulate(
         return _simulate_step(part, calibrate_only, config, set_, progress)
     with _resumable():
         cfg = _config(config, set_)
-        from .runner import simulate as make_dataset
+        from .runner import print_rates, simulate as make_dataset
 
         _quiet_libraries()
         dataset = make_dataset(cfg, progress)
@@ -182,10 +182,7 @@ def simulate(
         from neurosearch.simulators.calibrate import describe
 
         console.print(escape(describe(calibration)), highlight=False, soft_wrap=True)
-    console.print(escape(dataset.rate_summary()), highlight=False, soft_wrap=True)
-    warning = dataset.rate_warning()
-    if warning:
-        console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
+    print_rates(dataset, console)
     speed = dataset.wall_s_per_simulated_s
     if speed:
         console.print(f"NEURON cost: {speed:.2f} wall-seconds per simulated second on one core")

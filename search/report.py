@@ -214,7 +214,7 @@ def _fmt(value: float | None) -> str:
 
 def _fmt_interval(figure: list[float] | None) -> str:
     """value [low–high]"""
-    return "—" if not figure else f"{figure[0]:.4f} [{figure[1]:.4f}–{figure[2]:.4f}]"
+    return "—" if not figure or figure[0] != figure[0] else f"{figure[0]:.4f} [{figure[1]:.4f}–{figure[2]:.4f}]"
 
 
 def frontier_table(report: StudyReport, families: list[str]) -> Table:

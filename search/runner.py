@@ -45,6 +45,14 @@ from .workspace import (
 )
 
 
+def print_rates(dataset: Dataset, console: Console) -> None:
+    """How the ground truth fires, and a warning when it misses the calibrated mean rate."""
+    console.print(escape(dataset.rate_summary()), highlight=False, soft_wrap=True)
+    warning = dataset.rate_warning()
+    if warning:
+        console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
+
+
 def simulate(config: Config, progress: bool = True) -> Dataset:
     """The study's ground-truth dataset, generated once and then read from the cache
     (``generate`` locks it: of workers started together, the first generates and the
@@ -93,10 +101,7 @@ def prepare(config: Config, console: Console, progress: bool = True,
         f" ({added} trials planned now); dataset {dataset.path.name[:12]} ({len(dataset)} simulations,"
         f" {dataset.n_inputs} inputs); training on {device}"
     )
-    console.print(escape(dataset.rate_summary()), highlight=False, soft_wrap=True)
-    warning = dataset.rate_warning()
-    if warning:
-        console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
+    print_rates(dataset, console)
     return study, StudyContext(config, dataset, device, tracker, parent, study_uid(study))
 
 
