@@ -12,14 +12,21 @@ tests/test_startup.py keeps the heavy libraries out of ``--help``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import functools
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
-import typer
+from .signals import exit_code, hold_during_start_up, raise_on_sigterm
+
+# the command itself (python -m, or the console script), not an import by a library or by
+# a spawned worker (whose __main__ is "__mp_main__", and which its parent stops with SIGTERM)
+if __name__ == "__main__" or (Path(sys.argv[0]).name == "neurosearch"
+                              and getattr(sys.modules.get("__main__"), "__name__", None) == "__main__"):
+    hold_during_start_up()  # until main() is ready for a signal: before the imports below
+
+import typer  # noqa: E402
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -27,7 +34,6 @@ from rich.table import Table
 from neurosearch.simulators import SimulatorError
 
 from .errors import UserError
-from .signals import exit_code, raise_on_sigterm
 
 if TYPE_CHECKING:
     from .config import Config
@@ -70,18 +76,29 @@ def _options(
     pass
 
 
-@contextlib.contextmanager
-def _resumable() -> Iterator[None]:
-    """Ctrl-C or SIGTERM (``signals``) ends a long command with one line and exit code 130
-    or 143 (the shell's convention, 128 + the signal).
+def _command(function: Callable[..., None]) -> Callable[..., None]:
+    """A command whose whole body answers a signal: Ctrl-C or SIGTERM (``signals``) ends it
+    with one line and exit code 130 or 143 (the shell's convention, 128 + the signal), and
+    so does one held while the command line started (its imports).
 
     Caught here, inside the command, because the CLI framework would otherwise turn it
     into a silent exit before ``main`` sees it."""
-    try:
-        yield
-    except KeyboardInterrupt as interrupt:
-        console.print("\ninterrupted: finished work is kept; run the same command again to resume.")
-        raise typer.Exit(exit_code(interrupt)) from None
+
+    @functools.wraps(function)
+    def body(*args: Any, **kwargs: Any) -> None:
+        try:
+            raise_on_sigterm()  # from here a signal raises; one held during start-up, at once
+            return function(*args, **kwargs)
+        except KeyboardInterrupt as interrupt:
+            raise typer.Exit(_interrupted(interrupt)) from None
+
+    return app.command()(body)
+
+
+def _interrupted(interrupt: KeyboardInterrupt) -> int:
+    """The line a signal ends a command with; returns its exit code."""
+    console.print("\ninterrupted: finished work is kept; run the same command again to resume.")
+    return exit_code(interrupt)
 
 
 def _config(path: Path, sets: list[str] | None, storage: str | None = None, study: str | None = None) -> Config:
@@ -92,7 +109,7 @@ def _config(path: Path, sets: list[str] | None, storage: str | None = None, stud
     return load_config(path, list(sets or []), values)
 
 
-@app.command()
+@_command
 def run(
     config: ConfigOpt = Path("search.toml"),
     set_: SetOpt = None,
@@ -105,12 +122,19 @@ def run(
 
     Start the same command on other machines with a shared --storage URL to add workers.
     """
-    with _resumable():
-        cfg = _config(config, set_, storage, study)
-        from .runner import run as run_study
+    cfg = _config(config, set_, storage, study)
+    from .runner import run as run_study
 
-        _quiet_libraries()
+    _quiet_libraries()
+    try:
         report = run_study(cfg, console, progress, json_out)
+    except Exception as exc:  # the storage failed mid-run past reconnect_s: one line, not a traceback
+        from .workspace import storage_failure
+
+        message = storage_failure(cfg, exc)
+        if message is None:
+            raise
+        raise UserError(message) from None
     if json_out:
         json_out.write_text(report.to_json())
 
@@ -143,19 +167,18 @@ def _simulate_step(part: Optional[str], calibrate_only: bool, config: Path, sets
     from .workspace import Workspace
 
     _quiet_libraries(mlflow_too=False)  # a step logs nothing to MLflow
-    with _resumable():
-        if which is None:
-            from neurosearch.simulators.calibrate import describe
+    if which is None:
+        from neurosearch.simulators.calibrate import describe
 
-            record = calibrate_drive(cfg.simulator, Workspace.of(cfg).datasets, progress=progress)
-            console.print("the config gives the drive (simulator.stimulus.rate_scale): nothing to calibrate"
-                          if record is None else escape(describe(record)), highlight=False, soft_wrap=True)
-        else:
-            result = generate_part(cfg.simulator, Workspace.of(cfg).datasets, which, progress=progress)
-            console.print(escape(result.summary()), highlight=False, soft_wrap=True)
+        record = calibrate_drive(cfg.simulator, Workspace.of(cfg).datasets, progress=progress)
+        console.print("the config gives the drive (simulator.stimulus.rate_scale): nothing to calibrate"
+                      if record is None else escape(describe(record)), highlight=False, soft_wrap=True)
+    else:
+        result = generate_part(cfg.simulator, Workspace.of(cfg).datasets, which, progress=progress)
+        console.print(escape(result.summary()), highlight=False, soft_wrap=True)
 
 
-@app.command()
+@_command
 def simulate(
     config: ConfigOpt = Path("search.toml"),
     set_: SetOpt = None,
@@ -166,12 +189,11 @@ def simulate(
     """Generate (or find in the cache) the study's NEURON ground-truth dataset, or one step of it on a cluster."""
     if part is not None or calibrate_only:
         return _simulate_step(part, calibrate_only, config, set_, progress)
-    with _resumable():
-        cfg = _config(config, set_)
-        from .runner import print_rates, simulate as make_dataset
+    cfg = _config(config, set_)
+    from .runner import print_rates, simulate as make_dataset
 
-        _quiet_libraries()
-        dataset = make_dataset(cfg, progress)
+    _quiet_libraries()
+    dataset = make_dataset(cfg, progress)
     if dataset.merged:
         console.print(f"merged {len(dataset.merged)} simulations from the parts' records")
     console.print(
@@ -188,35 +210,80 @@ def simulate(
         console.print(f"NEURON cost: {speed:.2f} wall-seconds per simulated second on one core")
 
 
-@app.command()
+StudiesOpt = Annotated[Optional[list[str]], typer.Option(
+    "--study", metavar="NAME[@URL]",
+    help="Study name (overrides study.name). Repeat it to read several studies side by side, e.g. one per cell; "
+    "NAME@URL reads a study from another storage.")]
+
+
+@_command
 def report(
     config: ConfigOpt = Path("search.toml"),
     set_: SetOpt = None,
     storage: StorageOpt = None,
-    study: StudyOpt = None,
+    study: StudiesOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    figure: Annotated[Optional[Path], typer.Option(
+        "--figure", help="With several studies: also draw AUC and FCI against depth, a line per study, to this PNG.")] = None,
+    mlflow_too: Annotated[bool, typer.Option(
+        "--mlflow", help="With several studies: also log the table and the figure as one run of the experiment "
+        "'neurosearch comparisons' in the config's tracking store.")] = False,
 ) -> None:
-    """Print a study's depth frontier and shallowest passing network from its storage.
+    """Print a study's depth frontier and shallowest passing network from its storage;
+    with several --study, the studies side by side (which cell needs the deeper network).
 
     With --storage and --study no config file is needed (e.g. on another machine).
     """
-    if storage and study and not config.exists():
-        url, name = storage, study
-    else:
-        cfg = _config(config, set_, storage, study)
-        url, name = cfg.study.storage, cfg.study.name
-    from .report import build_report, render
+    names = list(study or [])
+    # without a config file, each study's storage is given (--storage, or NAME@URL)
+    standalone = bool(names) and not config.exists() and not mlflow_too
+    one_name = names[0] if len(names) == 1 and "@" not in names[0] else None
+    cfg = None if standalone else _config(config, set_, storage, one_name)
+    default_url = cfg.study.storage if cfg else storage
+    wanted = [_study_at(n, default_url) for n in names] or [(cfg.study.name, cfg.study.storage)]
+    if len(wanted) == 1 and (figure or mlflow_too):
+        raise UserError("--figure and --mlflow draw several studies side by side: give --study more than once")
     from .workspace import load_study
 
-    _quiet_libraries(mlflow_too=False)
-    result = build_report(load_study(url, name))
+    _quiet_libraries(mlflow_too=mlflow_too)
+    if len(wanted) == 1:
+        from .report import build_report, render
+
+        name, url = wanted[0]
+        result = build_report(load_study(url, name))
+        if json_out:
+            print(result.to_json())
+        else:
+            render(result, console)
+        return
+    from .compare import compare, figure as draw, log_comparison, render as render_comparison
+
+    comparison = compare([(load_study(url, name), url) for name, url in wanted])
     if json_out:
-        print(result.to_json())
+        print(comparison.to_json())
     else:
-        render(result, console)
+        render_comparison(comparison, console)
+    if figure:
+        draw(comparison, figure)
+    if mlflow_too:
+        url = log_comparison(comparison, cfg.tracking.uri, cfg.tracking.artifacts)
+        if not json_out:
+            console.print(f"logged to MLflow: {url}", highlight=False, soft_wrap=True)
 
 
-@app.command()
+def _study_at(name: str, default_url: str | None) -> tuple[str, str]:
+    """``NAME@URL`` or ``NAME`` (in ``default_url``) as (name, url)."""
+    if "@" in name:
+        study, url = name.split("@", 1)
+        if study and url:
+            return study, url
+        raise UserError(f"--study {name!r}: write NAME@URL, e.g. l5pc-nmda@sqlite:///work/optuna.db")
+    if default_url is None:
+        raise UserError(f"--study {name!r} names no storage: add --storage URL, or write NAME@URL")
+    return name, default_url
+
+
+@_command
 def studies(
     config: ConfigOpt = Path("search.toml"), set_: SetOpt = None, storage: StorageOpt = None
 ) -> None:
@@ -235,7 +302,7 @@ def studies(
     console.print(table)
 
 
-@app.command()
+@_command
 def ui(
     config: ConfigOpt = Path("search.toml"),
     set_: SetOpt = None,
@@ -253,7 +320,7 @@ def ui(
           lambda line: console.print(line, highlight=False, soft_wrap=True))  # a URL on one line, never wrapped
 
 
-@app.command()
+@_command
 def export(
     config: ConfigOpt = Path("search.toml"),
     set_: SetOpt = None,
@@ -319,9 +386,14 @@ def main() -> None:
 
     As the last resort, a file the machine refuses (permission, read-only, disk full) is
     one line naming the file too; any other exception is a bug and keeps its traceback."""
-    raise_on_sigterm()
     try:
         app()
+    except SystemExit:  # no command body ran (--help, a usage error): a signal held meanwhile ends it the same way
+        try:
+            raise_on_sigterm()
+        except KeyboardInterrupt as interrupt:
+            sys.exit(_interrupted(interrupt))
+        raise
     except (UserError, SimulatorError) as exc:
         _error(str(exc))
         sys.exit(2)

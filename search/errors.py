@@ -12,9 +12,11 @@ class UserError(Exception):
     """A problem the user can fix: bad config, unreachable database, bad arguments."""
 
 
-#: ``scheme://user:`` ... ``@``: the password is everything up to the last ``@`` before
-#: the host, so a raw ``@``, ``:``, ``\`` or ``"`` in it is masked too
-_CREDENTIALS = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@'\"]*:)\S*@")
+#: ``scheme://user:`` ... ``@``: the password is everything up to the ``@`` that starts
+#: the host (the first ``@`` followed by a word without another ``@``), so a raw ``@``,
+#: ``:``, ``\``, ``"`` or space in it is masked too; only ``/`` ends it (``http://h:80/a b@c``
+#: holds no password)
+_CREDENTIALS = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@'\"]*:)[^/\n]*?@(?=[^@\s]*(?:\s|$))")
 
 
 def first_reason(exc: BaseException) -> str:

@@ -292,6 +292,7 @@ def render(report: StudyReport, console: Console) -> None:
     if winner.test:
         test_iv = winner.intervals.get("test", {})
         figures = ", ".join(
+            f"{k} —" if v != v else  # undefined (the 1 Hz view of a split that never fires below 1 Hz)
             f"{k} {v:.4f}" + (f" [{test_iv[k][0]:.4f}, {test_iv[k][1]:.4f}]" if k in test_iv else "")
             for k, v in winner.test.items()
         )

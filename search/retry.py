@@ -84,7 +84,7 @@ class Retry:
                         raise
                     log.warning("%s failed, going on without it: %s", self.what, _first_line(exc))
                     return None
-                if self.warn_on_retry:
+                if self.warn_on_retry and tries == 1:  # once per call: the wait may take minutes
                     log.warning("%s failed (%s); retrying for up to %.0f s", self.what,
                                 _first_line(exc.__cause__ or exc), self.seconds or 0)
                 time.sleep(self.wait(tries - 1))

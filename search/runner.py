@@ -34,6 +34,7 @@ from .tracking import Tracker
 from .workspace import (
     ATTR_DATASET_HASH,
     ATTR_DATASET_PATH,
+    ATTR_DATASET_SUMMARY,
     ATTR_FAIL_REASON,
     ATTR_MLFLOW_RUN_ID,
     ATTR_PLANNED_TRIALS,
@@ -93,7 +94,8 @@ def prepare(config: Config, console: Console, progress: bool = True,
     ready = preflight(config, json_out)
     storage, tracker, device = ready.storage, ready.tracker, ready.device
     dataset = simulate(config, progress=progress)
-    dataset_attrs: dict[str, Any] = {ATTR_DATASET_HASH: dataset.config_hash, ATTR_DATASET_PATH: str(dataset.path)}
+    dataset_attrs: dict[str, Any] = {ATTR_DATASET_HASH: dataset.config_hash, ATTR_DATASET_PATH: str(dataset.path),
+                                     ATTR_DATASET_SUMMARY: dataset.summary()}
     study, created, parent, added = set_up_study(config, storage, tracker, dataset_attrs)
     verb = "created" if created else "resumed"
     console.print(

@@ -73,14 +73,17 @@ class Tracker:
                 raise
             return found.experiment_id
 
-    def create_study_run(self, study_name: str, storage_url: str, params: dict[str, Any]) -> str:
-        run = self._client.create_run(
-            self.experiment_id,
-            run_name=f"study {study_name}",
-            tags={"neurosearch.kind": "study", "optuna.study": study_name, "optuna.storage": _safe(storage_url)},
-        )
-        self.log_params(run.info.run_id, params)
+    def create_run(self, name: str, tags: dict[str, Any]) -> str:
+        """A new top-level run of the experiment; returns its id."""
+        run = self._client.create_run(self.experiment_id, run_name=name,
+                                      tags={key: _safe(value) for key, value in tags.items()})
         return run.info.run_id
+
+    def create_study_run(self, study_name: str, storage_url: str, params: dict[str, Any]) -> str:
+        run_id = self.create_run(f"study {study_name}", {"neurosearch.kind": "study", "optuna.study": study_name,
+                                                         "optuna.storage": storage_url})
+        self.log_params(run_id, params)
+        return run_id
 
     def start_trial(self, parent_run_id: str, study_name: str, number: int, tags: dict[str, Any]) -> str:
         all_tags = {

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Pending
 from neurosearch.spaces import InputMeta, get_family
 
 from .config import Config, StudySection
-from .errors import UserError, first_reason, mask_url
+from .errors import UserError, first_reason, mask_url, sqlite_file
 from .retry import FIRST_USE, Retry, sqlite_first_use
 from .weights import load_weights, save_atomic
 
@@ -40,6 +40,9 @@ ATTR_STUDY_UID = "study_uid"
 #: study: the dataset's config hash and folder (a study runs on one dataset)
 ATTR_DATASET_HASH = "dataset_hash"
 ATTR_DATASET_PATH = "dataset_path"
+#: study: what the dataset is, for `report` over several studies: {cell, simulations, duration_ms,
+#: n_inputs, mean_rate_hz, neuron_core_s}
+ATTR_DATASET_SUMMARY = "dataset_summary"
 #: study: what passing means, and the families searched (so `report` needs no config)
 ATTR_TARGET_METRIC = "target_metric"
 ATTR_TARGET_THRESHOLD = "target_threshold"
@@ -81,27 +84,63 @@ OPTUNA_FIXED_PARAMS = "fixed_params"
 
 
 #: SQLite reports these faults as OperationalError too, yet waiting does not mend them
-NOT_A_LOST_CONNECTION = ("no such table", "no such column", "has no column", "syntax error",
-                         "database or disk is full", "readonly database", "file is not a database")
+NOT_MENDED_BY_WAITING = ("no such table", "no such column", "has no column", "syntax error",
+                         "readonly database", "file is not a database")
 
 
-def connection_lost(exc: BaseException) -> bool:
-    """The database went away (a restart, a network blip, a locked SQLite file), as opposed
-    to a real error (a broken schema, a full disk), which is reported at once."""
+def waiting_can_mend(exc: BaseException) -> bool:
+    """Worth waiting out: the database went away (a restart, a network blip, a lost file
+    server, a locked SQLite file) or its disk is full (space can be freed), as opposed to
+    an error that stays (a broken schema, a read-only file, not a database)."""
     cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
     if isinstance(cause, PendingRollbackError) and cause.__context__ is not None:
         # the session was used again after its connection died (Optuna's get_trials
         # retries a failed query in the same session): judged by that first error
-        return connection_lost(cause.__context__)
-    if isinstance(cause, OperationalError) and any(s in str(cause.orig).lower() for s in NOT_A_LOST_CONNECTION):
+        return waiting_can_mend(cause.__context__)
+    if isinstance(cause, OperationalError) and any(s in str(cause.orig).lower() for s in NOT_MENDED_BY_WAITING):
         return False
     return isinstance(cause, (OperationalError, InterfaceError)) or (
         isinstance(cause, DBAPIError) and cause.connection_invalidated
     )
 
 
+def storage_failure(config: Config, exc: BaseException) -> str | None:
+    """The one line for a study storage that failed in the middle of a run and stayed
+    failed past ``study.reconnect_s`` (None: ``exc`` is not a storage error). Nothing
+    finished is lost: every finished trial is in the storage, a trial cut off is retried
+    once its heartbeat is stale."""
+    if not isinstance(exc, (SQLAlchemyError, optuna.exceptions.StorageInternalError)):
+        return None
+    url = config.study.storage
+    reason = first_reason(exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc)
+    full = "disk is full" in reason.lower() or "no space left" in reason.lower()
+    finished = _finished_trials(url, config.study.name)
+    kept = "its finished trials are kept" if finished is None else f"its {finished} finished trial(s) are kept"
+    waited = f" and stayed so for {config.study.reconnect_s:g} s" if waiting_can_mend(exc) else ""
+    fix = "free some space on the disk holding it" if full else "fix the storage"
+    return (f"the study storage {mask_url(url)} failed mid-run ({reason}){waited}; {kept}, a trial cut off is retried: "
+            f"{fix} and run the same command again")
+
+
+def _finished_trials(url: str, study: str) -> int | None:
+    """Finished (complete or pruned) trials of ``study`` in an SQLite file, read without
+    writing (a full disk still reads); None for other databases, which may be gone."""
+    import sqlite3
+
+    database = sqlite_file(url)
+    if database is None:
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+            return int(db.execute(
+                "SELECT count(*) FROM trials JOIN studies USING (study_id) "
+                "WHERE studies.study_name = ? AND trials.state IN ('COMPLETE', 'PRUNED')", (study,)).fetchone()[0])
+    except sqlite3.Error:
+        return None
+
+
 #: a storage call waits out a lost database (for the config's ``reconnect_s``), then raises
-RECONNECT = Retry(when=connection_lost, seconds=StudySection().reconnect_s, what="the study storage",
+RECONNECT = Retry(when=waiting_can_mend, seconds=StudySection().reconnect_s, what="the study storage",
                   warn_on_retry=True)
 
 

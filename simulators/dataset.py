@@ -149,6 +149,28 @@ class Dataset:
         scale = (self.manifest.get("calibration") or {}).get("rate_scale")
         return text + (f"; calibrated drive {scale[0]:.3g}–{scale[1]:.3g}× nominal" if scale else "")
 
+    def cell(self) -> str:
+        """The simulated model as a user names it: ``l5pc``, or ``custom:<builder's folder>/<file>``."""
+        spec = self.manifest["spec"]
+        if spec.get("model") != "custom" or not spec.get("custom"):
+            return str(spec.get("model"))
+        builder = Path(spec["custom"]["builder"].rsplit(":", 1)[0])
+        return f"custom:{builder.parent.name}/{builder.name}"
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        """What a study records of its dataset, so that studies of several cells can be read
+        side by side without the dataset files: the cell, the size, the mean output rate and
+        NEURON's cost in core-seconds (None where the manifest holds no timing)."""
+        speed = self.wall_s_per_simulated_s
+        return {
+            "cell": self.cell(),
+            "simulations": len(self),
+            "duration_ms": self.duration_ms,
+            "n_inputs": self.n_inputs,
+            "mean_rate_hz": round(float(self.output_rates_hz().mean()), 4),
+            "neuron_core_s": None if not speed else round(speed * len(self) * self.duration_ms / 1000.0, 1),
+        }
+
     def target_rate_hz(self) -> float | None:
         """The mean output rate the drive was calibrated to (None: not centred, or given outright)."""
         centring = (self.manifest.get("calibration") or {}).get("centring")

@@ -160,3 +160,40 @@ def make_custom_cell() -> Callable[..., dict[str, Path]]:
 @pytest.fixture
 def custom_files(tmp_path: Path, make_custom_cell) -> dict[str, Path]:
     return make_custom_cell(tmp_path)
+
+
+# --- where the suite's time goes (CI prints it after the run; issue: keep CI under 20 min)
+
+#: what each module mostly spends its time on
+TIME_KINDS = {
+    "start-up and messages": ("test_startup", "test_config", "test_faults_errors", "test_faults_leaks", "test_packaging"),
+    "NEURON": ("test_simulators", "test_calibration", "test_custom_model", "test_example_own_synapses",
+               "test_integrators", "test_multipart"),
+    "training and studies": ("test_end_to_end", "test_faults_signals", "test_distributed", "test_study",
+                             "test_confirm", "test_learning_curve", "test_elm_parallel", "test_tcn_sparse",
+                             "test_spaces", "test_metrics", "test_report"),
+    "browser": ("test_ui_browser",),
+}
+_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = Path(report.location[0]).stem
+    _seconds[module] = _seconds.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _seconds:
+        return
+    kind_of = {module: kind for kind, modules in TIME_KINDS.items() for module in modules}
+    kinds: dict[str, float] = {}
+    for module, seconds in _seconds.items():
+        kind = kind_of.get(module, "other")
+        kinds[kind] = kinds.get(kind, 0.0) + seconds
+    total = sum(_seconds.values())
+    terminalreporter.section("where the time went (setup + call + teardown, s)")
+    for kind, seconds in sorted(kinds.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{kind:<24} {seconds:7.0f}  {100 * seconds / total:4.0f}%")
+    terminalreporter.write_line("by module: " + ", ".join(
+        f"{module} {seconds:.0f}" for module, seconds in sorted(_seconds.items(), key=lambda item: -item[1])))
+    terminalreporter.write_line(f"{'total':<24} {total:7.0f}")

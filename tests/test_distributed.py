@@ -266,7 +266,7 @@ def test_a_session_used_again_after_a_restart_cut_it_is_a_lost_connection(databa
     from sqlalchemy.exc import OperationalError, PendingRollbackError
     from sqlalchemy.orm import Session
 
-    from neurosearch.search.workspace import connection_lost
+    from neurosearch.search.workspace import waiting_can_mend
 
     engine = sqlalchemy.create_engine(databases[0], poolclass=sqlalchemy.pool.NullPool)
     with Session(engine) as session:
@@ -281,7 +281,7 @@ def test_a_session_used_again_after_a_restart_cut_it_is_a_lost_connection(databa
     engine.dispose()
     with pytest.raises(StorageInternalError) as wrapped:
         raise StorageInternalError("An exception is raised during the commit.") from reused.value
-    assert connection_lost(reused.value) and connection_lost(wrapped.value)
+    assert waiting_can_mend(reused.value) and waiting_can_mend(wrapped.value)
 
 
 @pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or os.geteuid() != 0, reason="needs pg_ctlcluster as root")

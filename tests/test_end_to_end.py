@@ -6,11 +6,9 @@ import csv
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +77,46 @@ def test_mlflow_has_a_study_run_with_a_child_per_trial(finished) -> None:
         assert "arch.width" in child.data.params or any(k.startswith("arch.") for k in child.data.params)
         history = client.get_metric_history(child.info.run_id, "val_spike_auc")
         assert [m.step for m in history] == list(range(len(history))) and history
+
+
+def test_report_reads_several_studies_side_by_side(finished, tmp_path: Path) -> None:
+    """Studies from one storage and from another, one table / JSON / figure / MLflow run;
+    each row's figures are its own study's report's."""
+    root, _ = finished
+    here = f"sqlite:///{root}/state/optuna.db"
+    elsewhere = f"sqlite:///{tmp_path}/other.db"
+    optuna.copy_study(from_study_name="tiny", from_storage=here, to_storage=elsewhere, to_study_name="twin")
+    single = json.loads((root / "report.json").read_text())
+    result = neurosearch("report", "--study", "tiny", "--study", f"twin@{elsewhere}", "--json",
+                         "--figure", str(tmp_path / "cells.png"), "--mlflow", cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert [(r["study"], r["family"], r["cell"]) for r in rows] == [("tiny", "tcn", "l5pc"), ("twin", "tcn", "l5pc")]
+    for row in rows:
+        assert row["shallowest"] == single["shallowest"]["tcn"] and row["neuron_core_s"] > 0 and row["trials"] == 2
+        assert row["threshold"] == single["threshold"]
+        assert [d["test"] for d in row["depths"]] == [r["test"] for r in single["rows"]]
+        assert [d["fci"] for d in row["depths"]] == [r["fci"] for r in single["rows"]]
+    assert rows[1]["storage"] == elsewhere and rows[0]["train_s"] == sum(r["seconds"] for r in single["rows"])
+    assert (tmp_path / "cells.png").read_bytes()[:4] == b"\x89PNG"
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/tracking/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("neurosearch comparisons").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert artifacts == {"comparison.json", "comparison.png"}
+    history = client.get_metric_history(runs[0].info.run_id, "twin.tcn.test_spike_auc")
+    assert [(m.step, m.value) for m in history] == [(r["depth"], r["test"][0]) for r in single["rows"] if r["test"]]
+
+    text = neurosearch("report", "--study", f"tiny@{here}", "--study", f"twin@{elsewhere}", cwd=tmp_path)
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "cells side by side" in text.stdout and f"tiny (l5pc), tcn:" in text.stdout
+    optuna.copy_study(from_study_name="tiny", from_storage=here, to_storage=elsewhere, to_study_name="rmse")
+    optuna.load_study(study_name="rmse", storage=elsewhere).set_user_attr("target_metric", "voltage_rmse")
+    for args, message in {("--study", f"twin@{elsewhere}", "--study", f"rmse@{elsewhere}"): "different metrics",
+                          ("--study", "tiny@", "--study", "twin"): "write NAME@URL",
+                          ("--study", "tiny", "--study", "twin"): "names no storage"}.items():
+        bad = neurosearch("report", *args, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stdout and "Traceback" not in bad.stdout + bad.stderr, bad.stdout
 
 
 def test_second_run_resumes_without_new_work(finished) -> None:
@@ -360,41 +398,3 @@ def test_export_mistakes_are_one_line_errors(finished, tmp_path: Path) -> None:
         assert result.returncode == 2 and message in result.stdout, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stdout + result.stderr
         assert len(result.stdout.strip().splitlines()) == 1, result.stdout  # one line, however long
-
-
-def test_ctrl_c_mid_trial_then_resume(tmp_path: Path, tiny_toml) -> None:
-    (tmp_path / "search.toml").write_text(
-        tiny_toml(epochs=5, steps_per_epoch=40)  # long enough to be caught mid-trial on a loaded machine
-    )
-    storage = f"sqlite:///{tmp_path}/state/optuna.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "neurosearch.search.cli", "run", "--no-progress"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline = time.time() + 600
-    while time.time() < deadline:  # wait until the first trial has finished an epoch (and checkpointed it)
-        time.sleep(0.25)
-        try:
-            trials = optuna.load_study(study_name="tiny", storage=storage).trials
-        except (KeyError, Exception):
-            continue
-        if any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials):
-            break
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
-    assert "run the same command again to resume" in output
-    study = optuna.load_study(study_name="tiny", storage=storage)
-    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and "interrupted" in interrupted[0].user_attrs["fail_reason"]
-    uid = study.user_attrs["study_uid"]  # a study's files lie in a folder of its own uid
-    assert (tmp_path / "state" / "studies" / "tiny" / uid / "checkpoints" / f"trial-{interrupted[0].number}.pt").exists()
-
-    again = neurosearch("run", "--no-progress", cwd=tmp_path, timeout=900)
-    assert again.returncode == 0, again.stdout + again.stderr
-    trials = optuna.load_study(study_name="tiny", storage=storage).trials
-    retry = [t for t in trials if t.system_attrs.get("failed_trial") == interrupted[0].number]
-    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
-    assert retry[0].user_attrs["resumed_epochs"] >= 1
-    finished_slots = {(t.params["depth"]) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
-    assert finished_slots == {1, 2}

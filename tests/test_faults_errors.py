@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from neurosearch.search.cli import main
 from neurosearch.search.config import Config, StudySection
 from neurosearch.search.errors import UserError
-from neurosearch.search.workspace import connection_lost, study_summaries
+from neurosearch.search.workspace import waiting_can_mend, study_summaries
 
 #: nothing listens on port 1: a database that is simply not there
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/x"
@@ -162,7 +162,7 @@ def test_a_storage_that_fails_after_opening_is_one_line(tmp_path: Path) -> None:
     with sqlalchemy.create_engine(url).connect() as connection:
         with pytest.raises(OperationalError) as broken:
             connection.execute(sqlalchemy.text("SELECT study_name FROM studies"))
-    assert not connection_lost(broken.value)
+    assert not waiting_can_mend(broken.value)
     with pytest.raises(OperationalError) as lost:  # nothing listens there: a lost connection, waited out
         sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/x").connect()
-    assert connection_lost(lost.value)
+    assert waiting_can_mend(lost.value)

@@ -213,7 +213,7 @@ def _admin():
 
 @pytest.fixture
 def role():
-    """A real role with a password holding \\ " @ : (trust auth does not check it, but
+    """A real role with a password holding \\ " @ : and a space (trust auth does not check it, but
     every URL carries it) and two databases it owns; (user, password, token, db names)."""
     import sqlalchemy
 
@@ -226,7 +226,7 @@ def role():
         pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
     tag = uuid.uuid4().hex[:8]
     user, token = f"ns_leak_{tag}", f"tok{uuid.uuid4().hex}"
-    password = f'pw\\x"y@z:{token}'
+    password = f'pw\\x "y@z:{token}'
     names = [f"ns_leak_{kind}_{tag}" for kind in ("optuna", "mlflow")]
     engine = _admin()
     with engine.connect() as conn:
@@ -242,8 +242,8 @@ def role():
 
 
 def _url(user: str, password: str, database: str, port: str = "5432") -> str:
-    """``\\`` and ``"`` as typed; ``@`` and ``:`` percent-encoded, as a URL needs them."""
-    return f"postgresql://{user}:{quote(password, safe=chr(92) + chr(34))}@127.0.0.1:{port}/{database}"
+    """``\\``, ``"`` and the space as typed (raw); ``@`` and ``:`` percent-encoded, as a URL needs them."""
+    return f"postgresql://{user}:{quote(password, safe=chr(92) + chr(34) + ' ')}@127.0.0.1:{port}/{database}"
 
 
 def _free_port() -> int:
@@ -259,7 +259,7 @@ def test_a_password_appears_nowhere(tmp_path: Path, shared: Path, tiny_toml, rol
 
     user, password, token, (optuna_db, mlflow_db) = role
     storage, tracking = _url(user, password, optuna_db), _url(user, password, mlflow_db)
-    assert "\\" in storage and '"' in storage and token in storage
+    assert "\\" in storage and '"' in storage and " " in storage and token in storage
     text = tiny(tiny_toml, "leak", shared).replace('uri = "sqlite:///tracking/mlflow.db"', f"uri = '{tracking}'")
     (tmp_path / "search.toml").write_text(text)
 

@@ -166,6 +166,37 @@ def test_a_signal_between_shard_and_record_waits_until_both_are_written(tmp_path
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are back
 
 
+def _handles(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``signum`` (its SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_start_up_ends_the_command_as_one_later_does(tmp_path: Path, tiny_toml, signum, code) -> None:
+    """Sent the moment the command's first handler is in place, while it still imports its
+    libraries: the same line and exit code as a signal mid-run (before: a traceback from
+    inside an import for SIGINT, a silent death for SIGTERM)."""
+    root = study_root(tmp_path, tiny_toml(), None)
+    proc = start("run", "--no-progress", cwd=root)
+    try:
+        deadline = time.monotonic() + 120
+        while not _handles(proc.pid, signal.SIGTERM) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)  # Python handles SIGINT from its first instant; SIGTERM only once ours is set
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, output
+    assert output.strip().splitlines()[-1] == "interrupted: finished work is kept; run the same command again to resume."
+    assert "Traceback" not in output and "Aborted" not in output, output
+    assert not (root / "state" / "datasets").exists()  # stopped before any work
+
+
 def test_workers_exit_when_simulate_is_killed_outright(tmp_path: Path, tiny_toml) -> None:
     """SIGKILL leaves the parent no chance to stop its pool: the workers notice it is gone."""
     root = study_root(tmp_path, tiny_toml(), None)
@@ -203,8 +234,10 @@ def test_disk_full_during_simulate_is_one_line_and_keeps_shards(tmp_path: Path, 
 # --------------------------------------------------------------------------- run
 
 
-def test_sigterm_during_training_hands_the_trial_back_and_a_rerun_finishes(
-    tmp_path: Path, tiny_toml, simulated: Path
+@pytest.mark.parametrize("signum, code, named", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_signal_during_training_hands_the_trial_back_and_a_rerun_finishes(
+    tmp_path: Path, tiny_toml, simulated: Path, signum: int, code: int, named: str
 ) -> None:
     root = study_root(tmp_path, tiny_toml(epochs=4, steps_per_epoch=30), simulated)
     storage = f"sqlite:///{root}/state/optuna.db"
@@ -213,15 +246,15 @@ def test_sigterm_during_training_hands_the_trial_back_and_a_rerun_finishes(
     try:  # a file, not the database: opening it from here would race the run's own creation of it
         wait_until(lambda: proc.poll() is not None or any(study_files.glob("*/checkpoints/trial-0.pt")),
                    what="the first epoch's checkpoint")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         output, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 143, output
+    assert proc.returncode == code, output
     assert "run the same command again to resume" in output and "Traceback" not in output, output
     trials = optuna.load_study(study_name="tiny", storage=storage).trials
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and "interrupted (SIGTERM)" in interrupted[0].user_attrs["fail_reason"]
+    assert len(interrupted) == 1 and f"interrupted ({named})" in interrupted[0].user_attrs["fail_reason"]
     # handed back at once: its retry waits now, so a rerun need not wait out grace_s
     assert [t for t in trials if t.state == TrialState.WAITING and t.system_attrs.get("failed_trial") == interrupted[0].number]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -258,6 +291,65 @@ def test_disk_full_during_training_is_retried_by_the_rerun(tmp_path: Path, tiny_
     assert sorted(t.params["depth"] for t in done) == [1, 2]
     assert all(t.system_attrs.get("failed_trial") is not None for t in done)  # the retries, same params
     assert not leftovers(root)
+
+
+def _finished_trials(database: Path) -> int:
+    """Finished trials in an SQLite study file, read without creating or writing anything."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def _fill(folder: Path) -> Path:
+    """Write a file into ``folder`` until its file system is full."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 65536)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_disk_full_under_the_study_storage_mid_run_is_one_line_and_keeps_finished_trials(
+    tmp_path: Path, tiny_toml, simulated: Path, tmpfs
+) -> None:
+    """The SQLite study file's disk fills after the first trial: the run waits it out for
+    study.reconnect_s (a full disk can be mended), then ends in one line, exit 2; the
+    finished trial stays, and with space again the same command finishes the plan."""
+    text = tiny_toml(epochs=2, steps_per_epoch=30).replace('storage = "sqlite:///state/optuna.db"',
+                                                          'storage = "sqlite:///db/optuna.db"')
+    root = study_root(tmp_path, text, simulated)
+    db = tmpfs(root / "db", "1m")
+    proc = start("run", "--no-progress", "--set", "study.reconnect_s=4", cwd=root)
+    try:
+        wait_until(lambda: proc.poll() is not None or _finished_trials(db / "optuna.db") >= 1, what="the first trial")
+        filler = _fill(db)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2 and "Traceback" not in output, output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("error: the study storage sqlite:///") and "database or disk is full" in last, output
+    assert "stayed so for 4 s; its 1 finished trial(s) are kept" in last and "free some space" in last, last
+    assert "retrying for up to 4 s" in output  # waited, not given up at once
+    first = [t for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}/optuna.db").trials
+             if t.state == TrialState.COMPLETE]
+
+    filler.unlink()
+    again = neurosearch("run", "--no-progress", cwd=root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}/optuna.db").trials
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert sorted(t.params["depth"] for t in done) == [1, 2]
+    assert [(t.number, t.value) for t in first] == [(t.number, t.value) for t in done if t.number == first[0].number]
 
 
 def test_two_fresh_runs_on_one_new_sqlite_file_both_succeed(tmp_path: Path, tiny_toml, simulated: Path) -> None:
