@@ -20,7 +20,7 @@ from pathlib import Path
 
 from neurosearch.search.errors import mask_url
 from neurosearch.search.preflight import check_tracking
-from neurosearch.search.tracking import Tracker
+from neurosearch.search.tracking.tracker import Tracker
 
 
 def seconds_to_fail(call) -> tuple[float, str]:

@@ -40,8 +40,8 @@ except ImportError:
     sys.modules["optuna"] = types.ModuleType("optuna")
 
 from neurosearch.search.config import TrainingSection  # noqa: E402
-from neurosearch.search.data import SplitTensors  # noqa: E402
-from neurosearch.search.train import Trainer, resolve_device  # noqa: E402
+from neurosearch.search.training.data import SplitTensors  # noqa: E402
+from neurosearch.search.training.train import Trainer, resolve_device  # noqa: E402
 from neurosearch.spaces import InputMeta, get_family, n_params
 from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)  # noqa: E402
 

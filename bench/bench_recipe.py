@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from neurosearch.search.config import TrainingSection
-from neurosearch.search.data import SplitTensors
-from neurosearch.search.metrics import Scorer
-from neurosearch.search.train import Trainer
+from neurosearch.search.training.data import SplitTensors
+from neurosearch.search.answer.metrics import Scorer
+from neurosearch.search.training.train import Trainer
 from neurosearch.simulators import Dataset
 from neurosearch.spaces import InputMeta, get_family, n_params
 

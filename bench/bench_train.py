@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from neurosearch.search.config import TrainingSection
-from neurosearch.search.data import SplitTensors
-from neurosearch.search.train import Trainer, predict, resolve_device
+from neurosearch.search.training.data import SplitTensors
+from neurosearch.search.training.train import Trainer, predict, resolve_device
 from neurosearch.spaces import InputMeta, get_family, n_params
 from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)
 

@@ -4,7 +4,7 @@ For each cell: simulate (or find) a calibrated dataset, then train one fixed TCN
 depth (width 64, first kernel 25, later kernels 5 with dilations 1, 2, 4, …, residual)
 with the product's own Trainer on the first 1/8, 1/4, 1/2 and all of the training
 split, and score each on validation and test with 95% cluster-bootstrap intervals.
-Each depth's curve is fitted (``search/learning_curve.py``) to say how much data a pass
+Each depth's curve is fitted (``search/answer/learning_curve.py``) to say how much data a pass
 at 0.99 would need. This is the evidence the shipped profiles are sized from.
 
     python bench/learning_curves.py --models l5pc_ampa,l5pc --simulations 768 --out results/
@@ -33,10 +33,10 @@ except ImportError:
 import torch
 
 from neurosearch.search.config import TrainingSection
-from neurosearch.search.data import SplitTensors
-from neurosearch.search.learning_curve import LearningCurve, describe, fit
-from neurosearch.search.metrics import Scorer
-from neurosearch.search.train import Trainer, resolve_device
+from neurosearch.search.training.data import SplitTensors
+from neurosearch.search.answer.learning_curve import LearningCurve, describe, fit
+from neurosearch.search.answer.metrics import Scorer
+from neurosearch.search.training.train import Trainer, resolve_device
 from neurosearch.simulators import SimulationSpec, generate
 from neurosearch.spaces import InputMeta, get_family, n_params
 

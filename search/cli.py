@@ -129,7 +129,7 @@ def run(
     try:
         report = run_study(cfg, console, progress, json_out)
     except Exception as exc:  # the storage failed mid-run past reconnect_s: one line, not a traceback
-        from .workspace import storage_failure
+        from .study.workspace import storage_failure
 
         message = storage_failure(cfg, exc)
         if message is None:
@@ -164,7 +164,7 @@ def _simulate_step(part: Optional[str], calibrate_only: bool, config: Path, sets
     cfg = _config(config, sets)
     from neurosearch.simulators import calibrate_drive, generate_part
 
-    from .workspace import Workspace
+    from .study.workspace import Workspace
 
     _quiet_libraries(mlflow_too=False)  # a step logs nothing to MLflow
     if which is None:
@@ -190,7 +190,8 @@ def simulate(
     if part is not None or calibrate_only:
         return _simulate_step(part, calibrate_only, config, set_, progress)
     cfg = _config(config, set_)
-    from .runner import print_rates, simulate as make_dataset
+    from .runner import print_rates
+    from .runner import simulate as make_dataset
 
     _quiet_libraries()
     dataset = make_dataset(cfg, progress)
@@ -243,11 +244,11 @@ def report(
     wanted = [_study_at(n, default_url) for n in names] or [(cfg.study.name, cfg.study.storage)]
     if len(wanted) == 1 and (figure or mlflow_too):
         raise UserError("--figure and --mlflow draw several studies side by side: give --study more than once")
-    from .workspace import load_study
+    from .study.workspace import load_study
 
     _quiet_libraries(mlflow_too=mlflow_too)
     if len(wanted) == 1:
-        from .report import build_report, render
+        from .answer.report import build_report, render
 
         name, url = wanted[0]
         result = build_report(load_study(url, name))
@@ -256,7 +257,9 @@ def report(
         else:
             render(result, console)
         return
-    from .compare import compare, figure as draw, log_comparison, render as render_comparison
+    from .answer.compare import compare, log_comparison
+    from .answer.compare import figure as draw
+    from .answer.compare import render as render_comparison
 
     comparison = compare([(load_study(url, name), url) for name, url in wanted])
     if json_out:
@@ -289,7 +292,7 @@ def studies(
 ) -> None:
     """List the studies in a storage with their trial counts."""
     url = storage if storage and not config.exists() else _config(config, set_, storage).study.storage
-    from .workspace import study_summaries
+    from .study.workspace import study_summaries
 
     _quiet_libraries(mlflow_too=False)
     table = Table(title="studies")
@@ -314,7 +317,7 @@ def ui(
     One experiment per study; the run "study <name>" holds the depth-frontier plot, the summary table and the registered winner; one child run per trial holds its learning curves, ROC curve, voltage trace, spec and weights.
     """
     cfg = _config(config, set_)
-    from .ui import serve  # the server is another process: nothing here to quiet
+    from .tracking.ui import serve  # the server is another process: nothing here to quiet
 
     serve(cfg.tracking.uri, cfg.tracking.artifacts, cfg.experiment_name, host, port,
           lambda line: console.print(line, highlight=False, soft_wrap=True))  # a URL on one line, never wrapped
@@ -338,7 +341,7 @@ def export(
     if fmt not in ("torchscript", "onnx"):
         raise UserError(f"--format must be torchscript or onnx, got {format_!r}")
     cfg = _config(config, set_, storage, study)
-    from .export import export_trial
+    from .tracking.export import export_trial
 
     _quiet_libraries()
     result = export_trial(cfg, fmt, trial, output)

@@ -10,17 +10,17 @@ directory.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from neurosearch.simulators import SimulationSpec
 from neurosearch.spaces import FAMILIES, get_family
 
+from .answer.metrics import METRICS
 from .errors import UserError, mask_secrets, mask_url, sqlite_file
-from .metrics import METRICS
 
 #: a study name becomes a folder and file names under work_dir: a safe set of characters
 #: (no path separators, no leading dot) and a length any file system takes

@@ -23,9 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import probe
 from .config import Config
 from .errors import UserError, first_reason, mask_url, sqlite_file
-from .tracking import Tracker
-from .train import resolve_device
-from .workspace import Workspace, open_storage
+from .study.workspace import Workspace, open_storage
+from .tracking.tracker import Tracker
+from .training.train import resolve_device
 
 
 @dataclass(frozen=True)

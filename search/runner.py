@@ -19,19 +19,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from neurosearch.simulators import Dataset, generate
 
-from .artifacts import log_study
+from .answer import learning_curve
+from .answer.confirm import confirm_depth, confirmations, depth_finished
+from .answer.metrics import METRICS
+from .answer.report import StudyReport, build_report, learning_curve_key, render
 from .config import Config
 from .errors import UserError, mask_url
-from .metrics import METRICS
-from . import learning_curve
-from .confirm import confirm_depth, confirmations, depth_finished
-from .objective import StudyContext, make_objective
 from .preflight import preflight, writable_folder
-from .report import StudyReport, build_report, learning_curve_key, render
-from .study import enqueue_plan, open_study, record_study_attrs, run_worker, unfinished
-from .study_lock import study_lock
-from .tracking import Tracker
-from .workspace import (
+from .study.plan import enqueue_plan, open_study, record_study_attrs, run_worker, unfinished
+from .study.setup_lock import study_lock
+from .study.workspace import (
     ATTR_DATASET_HASH,
     ATTR_DATASET_PATH,
     ATTR_DATASET_SUMMARY,
@@ -44,6 +41,9 @@ from .workspace import (
     Workspace,
     study_uid,
 )
+from .tracking.artifacts import log_study
+from .tracking.tracker import Tracker
+from .training.objective import StudyContext, make_objective
 
 
 def print_rates(dataset: Dataset, console: Console) -> None:

@@ -16,11 +16,11 @@ import torch
 from optuna.distributions import FloatDistribution, IntDistribution, CategoricalDistribution
 
 from neurosearch.search.config import load_config
-from neurosearch.search.confirm import confirm_depth, confirmed_passes, depth_finished
-from neurosearch.search.objective import StudyContext, _skip_if_shallower_passes
-from neurosearch.search.report import build_report
-from neurosearch.search.study import TrialSkipped
-from neurosearch.search.workspace import (
+from neurosearch.search.answer.confirm import confirm_depth, confirmed_passes, depth_finished
+from neurosearch.search.training.objective import StudyContext, _skip_if_shallower_passes
+from neurosearch.search.answer.report import build_report
+from neurosearch.search.study.plan import TrialSkipped
+from neurosearch.search.study.workspace import (
     ATTR_N_PARAMS,
     ATTR_SPEC,
     ATTR_TARGET_METRIC,

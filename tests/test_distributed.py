@@ -173,8 +173,8 @@ def _set_up_when_all_are_ready(values: dict, barrier, results) -> None:
     then all set the study up at the same instant."""
     from neurosearch.search.config import load_config
     from neurosearch.search.runner import set_up_study
-    from neurosearch.search.tracking import Tracker
-    from neurosearch.search.workspace import ATTR_DATASET_HASH, ATTR_DATASET_PATH, open_storage
+    from neurosearch.search.tracking.tracker import Tracker
+    from neurosearch.search.study.workspace import ATTR_DATASET_HASH, ATTR_DATASET_PATH, open_storage
 
     config = load_config(None, values=values)
     storage = open_storage(config)
@@ -266,7 +266,7 @@ def test_a_session_used_again_after_a_restart_cut_it_is_a_lost_connection(databa
     from sqlalchemy.exc import OperationalError, PendingRollbackError
     from sqlalchemy.orm import Session
 
-    from neurosearch.search.workspace import waiting_can_mend
+    from neurosearch.search.study.workspace import waiting_can_mend
 
     engine = sqlalchemy.create_engine(databases[0], poolclass=sqlalchemy.pool.NullPool)
     with Session(engine) as session:

@@ -109,7 +109,7 @@ def test_report_reads_several_studies_side_by_side(finished, tmp_path: Path) -> 
 
     text = neurosearch("report", "--study", f"tiny@{here}", "--study", f"twin@{elsewhere}", cwd=tmp_path)
     assert text.returncode == 0, text.stdout + text.stderr
-    assert "cells side by side" in text.stdout and f"tiny (l5pc), tcn:" in text.stdout
+    assert "cells side by side" in text.stdout and "tiny (l5pc), tcn:" in text.stdout
     optuna.copy_study(from_study_name="tiny", from_storage=here, to_storage=elsewhere, to_study_name="rmse")
     optuna.load_study(study_name="rmse", storage=elsewhere).set_user_attr("target_metric", "voltage_rmse")
     for args, message in {("--study", f"twin@{elsewhere}", "--study", f"rmse@{elsewhere}"): "different metrics",
@@ -243,7 +243,7 @@ def first_test_simulation(root: Path):
 
 def in_process(root: Path, trial: int, spikes: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """The saved network as neurosearch itself runs it: spike probability, voltage in mV."""
-    from neurosearch.search.workspace import load_model
+    from neurosearch.search.study.workspace import load_model
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/state/optuna.db")
     uid = study.user_attrs["study_uid"]

@@ -27,8 +27,8 @@ from optuna.trial import TrialState
 
 from neurosearch.search.config import load_config
 from neurosearch.search.errors import UserError
-from neurosearch.search.weights import load_weights
-from neurosearch.search.workspace import ATTR_RESUMED_EPOCHS, Workspace, load_model, study_uid
+from neurosearch.search.training.weights import load_weights
+from neurosearch.search.study.workspace import ATTR_RESUMED_EPOCHS, Workspace, load_model, study_uid
 from neurosearch.simulators.storage import write_atomic
 
 

@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 
 from neurosearch.search.config import load_config
 from neurosearch.search.signals import raise_on_sigterm
-from neurosearch.search.study import TrialFailed, enqueue_plan, open_study, run_worker, suggest_slot, unfinished
-from neurosearch.search.workspace import open_storage
+from neurosearch.search.study.plan import TrialFailed, enqueue_plan, open_study, run_worker, suggest_slot, unfinished
+from neurosearch.search.study.workspace import open_storage
 from neurosearch.simulators import storage
 
 CLI = [sys.executable, "-m", "neurosearch.search.cli"]

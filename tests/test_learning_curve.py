@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neurosearch.search.learning_curve import LearningCurve, describe, fit
+from neurosearch.search.answer.learning_curve import LearningCurve, describe, fit
 
 
 def curve(values: list[float], seconds=(100.0, 200.0, 400.0, 800.0)) -> LearningCurve:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from neurosearch.search.metrics import METRICS, clip_voltage, evaluate
+from neurosearch.search.answer.metrics import METRICS, clip_voltage, evaluate
 
 
 def test_perfect_and_chance_predictions() -> None:
@@ -38,7 +38,7 @@ def test_weighted_metrics_equal_metrics_of_repeated_simulations() -> None:
     """The bootstrap's weights mean 'this simulation counted k times', exactly."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from neurosearch.search.metrics import Scorer
+    from neurosearch.search.answer.metrics import Scorer
 
     rng = np.random.default_rng(1)
     spikes = (rng.random((12, 400)) < 0.03).astype(float)
@@ -56,7 +56,7 @@ def test_weighted_metrics_equal_metrics_of_repeated_simulations() -> None:
 
 
 def test_bootstrap_interval_covers_the_truth_and_narrows_with_more_simulations() -> None:
-    from neurosearch.search.metrics import Scorer
+    from neurosearch.search.answer.metrics import Scorer
 
     def scorer(n_sims: int, seed: int) -> Scorer:
         rng = np.random.default_rng(seed)
@@ -93,7 +93,7 @@ def test_rate_normalised_auc_equals_the_auc_of_a_split_rebuilt_at_1_hz_by_hand()
     must be what ``spike_auc_1hz`` says."""
     from sklearn.metrics import roc_auc_score
 
-    from neurosearch.search.metrics import Scorer, fci
+    from neurosearch.search.answer.metrics import Scorer, fci
 
     rates = [0.5, 0.5, 0.5, 2.0, 2.0, 0.5, 2.0]
     prob, spikes = _fires_at(rates, 4000, seed=2)
@@ -109,7 +109,7 @@ def test_rate_normalised_auc_equals_the_auc_of_a_split_rebuilt_at_1_hz_by_hand()
 
 
 def test_rate_normalised_weights_are_the_smallest_change_that_reaches_1_hz() -> None:
-    from neurosearch.search.metrics import rate_normalised
+    from neurosearch.search.answer.metrics import rate_normalised
 
     rates = np.array([0.0, 0.4, 0.9, 1.6, 2.5, 3.8])
     base = np.array([1.0, 2.0, 0.0, 1.0, 3.0, 1.0])  # a bootstrap replicate: one simulation drawn 0 times
@@ -127,7 +127,7 @@ def test_tpr_is_exact_when_the_weighting_leaves_out_the_highest_scoring_silent_b
     the simulations holding them must still get the exact figure."""
     from sklearn.metrics import roc_curve
 
-    from neurosearch.search.metrics import Scorer
+    from neurosearch.search.answer.metrics import Scorer
 
     prob, spikes = _fires_at([3.0] * 10, 3000, seed=4)
     prob[:2] = np.where(spikes[:2] > 0, prob[:2], prob[:2] + 1.0)  # simulations 0 and 1 hold every top silent bin

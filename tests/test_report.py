@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from neurosearch.search.report import DepthRow, StudyReport, render
+from neurosearch.search.answer.report import DepthRow, StudyReport, render
 
 
 def _row(family: str, depth: int, best: float, passes: bool = False) -> DepthRow:

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from neurosearch.search.config import load_config
-from neurosearch.search.study import (
+from neurosearch.search.study.plan import (
     DepthMedianPruner,
     enqueue_plan,
     open_study,
@@ -23,7 +23,7 @@ from neurosearch.search.study import (
     suggest_slot,
     worker_seed,
 )
-from neurosearch.search.workspace import open_storage
+from neurosearch.search.study.workspace import open_storage
 
 DATA = {"dataset_hash": "abc", "dataset_path": "/tmp/x"}
 
@@ -75,7 +75,7 @@ def test_worker_runs_exactly_the_plan(tmp_path: Path) -> None:
 
 def test_skipped_slots_are_failed_with_a_reason_not_pruned(tmp_path: Path) -> None:
     """TPE reads a pruned trial's drawn values as bad ones; a skipped slot drew none."""
-    from neurosearch.search.report import build_report
+    from neurosearch.search.answer.report import build_report
 
     config = make_config(tmp_path)
     study, _ = open_study(config, open_storage(config), DATA)
@@ -104,7 +104,7 @@ def test_every_worker_process_draws_with_its_own_sampler_seed() -> None:
 
 def test_dataset_mismatch_is_refused(tmp_path: Path) -> None:
     from neurosearch.search.errors import UserError
-    from neurosearch.search.study import record_study_attrs
+    from neurosearch.search.study.plan import record_study_attrs
 
     config = make_config(tmp_path)
     study, _ = open_study(config, open_storage(config), DATA)
@@ -232,7 +232,7 @@ def test_same_seed_builds_the_same_network_whatever_ran_before(tmp_path: Path) -
 
     import torch
 
-    from neurosearch.search.objective import _build
+    from neurosearch.search.training.objective import _build
     from neurosearch.spaces import InputMeta, get_family
 
     config = make_config(tmp_path)

@@ -162,7 +162,7 @@ def test_ui_store_mistakes_are_one_line(tmp_path: Path) -> None:
     """A store the server cannot open, or a database it cannot reach: one line, no traceback
     (and no password), and no server left behind."""
     from neurosearch.search.errors import UserError
-    from neurosearch.search.ui import start
+    from neurosearch.search.tracking.ui import start
 
     garbage = tmp_path / "garbage.db"
     garbage.write_text("not an SQLite database\n" * 20)

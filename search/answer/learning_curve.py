@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
+from ..study.workspace import ATTR_SPEC, ATTR_TRAIN_SECONDS, ATTR_VAL_METRICS
 from .metrics import METRICS
-from .workspace import ATTR_SPEC, ATTR_TRAIN_SECONDS, ATTR_VAL_METRICS
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 """Parts of the training split a learning curve is measured at."""
@@ -123,8 +123,8 @@ def measure(ctx: Any, trial: Any, fractions: tuple[float, ...] = FRACTIONS) -> L
     """Retrain a finished trial's architecture (same learning rate and seed) on nested
     parts of the training split; the full-data point is the trial itself. ``ctx`` is the
     study's ``StudyContext``, ``trial`` a ``FrozenTrial``."""
-    from .data import SplitTensors  # here, not at import: `report` reads curves without torch
-    from .train import retrain, trial_seed
+    from ..training.data import SplitTensors  # here, not at import: `report` reads curves without torch
+    from ..training.train import retrain, trial_seed
 
     config = ctx.config
     metric = config.target.metric

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..study.workspace import ATTR_CONFIRMATION, ATTR_SKIP_REASON, ATTR_SPEC, OPTUNA_FIXED_PARAMS, load_model
 from .metrics import METRICS, Scorer
-from .workspace import ATTR_CONFIRMATION, ATTR_SKIP_REASON, ATTR_SPEC, OPTUNA_FIXED_PARAMS, load_model
 
 if TYPE_CHECKING:
     import torch
@@ -93,7 +93,7 @@ def candidate(study: optuna.Study, family: str, depth: int, metric: str) -> Froz
 
 
 def _scorer(model, data, settings, saved: dict) -> Scorer:
-    from .train import predict  # here, not at import: `report` reads confirmations without torch
+    from ..training.train import predict  # here, not at import: `report` reads confirmations without torch
 
     pred = predict(model, data, settings, saved["v_mean"], saved["v_std"])
     return Scorer(pred.spike_prob, pred.spike_true, pred.v_pred, pred.v_true)
@@ -154,7 +154,7 @@ def _clears(figures: dict[str, list[float]], metric, threshold: float) -> bool:
 def _retrained(ctx, trial: FrozenTrial, seed_offset: int) -> torch.nn.Module:
     """The candidate's architecture and learning rate trained again from another seed: a
     pass that holds for one initialisation only is luck, not an answer."""
-    from .train import retrain, trial_seed
+    from ..training.train import retrain, trial_seed
 
     config = ctx.config
     metric = METRICS[config.target.metric]

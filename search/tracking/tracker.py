@@ -13,14 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import mask_secrets
-from .retry import FIRST_USE, Retry, sqlite_first_use
+from mlflow import MlflowClient
+
+from ..errors import mask_secrets
+from ..study.retry import FIRST_USE, Retry, sqlite_first_use
 
 #: a logging call waits out an unreachable tracking store, then warns and goes on:
 #: a tracking outage must never cost a trial

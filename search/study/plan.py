@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import zlib
 import threading
 import time
 import uuid
+import zlib
 from typing import Any, Callable
 
 import numpy as np
@@ -28,10 +28,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from neurosearch.spaces.base import MAX_DEPTH
 
-from .config import Config
-from .errors import UserError
-from .metrics import METRICS
-from .signals import describe
+from ..answer.metrics import METRICS
+from ..config import Config
+from ..errors import UserError
+from ..signals import describe
 from .workspace import (
     ATTR_DATASET_HASH,
     ATTR_FAIL_REASON,

@@ -20,10 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .confirm import Confirmation, confirmations
-from .learning_curve import LearningCurve, describe
-from .metrics import METRICS
-from .workspace import (
+from ..study.workspace import (
     ATTR_LEARNING_CURVE,
     ATTR_N_PARAMS,
     ATTR_SKIP_REASON,
@@ -31,6 +28,9 @@ from .workspace import (
     ATTR_TARGET_THRESHOLD,
     ATTR_TRAIN_SECONDS,
 )
+from .confirm import Confirmation, confirmations
+from .learning_curve import LearningCurve, describe
+from .metrics import METRICS
 
 
 @dataclass

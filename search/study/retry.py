@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from neurosearch.simulators.locking import exclusive_lock
 
-from .errors import sqlite_file
+from ..errors import sqlite_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

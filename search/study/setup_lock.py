@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from neurosearch.simulators.locking import exclusive_lock
 
-from .errors import UserError, first_reason, mask_url, sqlite_file
+from ..errors import UserError, first_reason, mask_url, sqlite_file
 
 #: a worker that holds the lock longer than this is stuck (set-up takes seconds)
 WAIT_S = 600

@@ -21,16 +21,11 @@ from optuna.trial import FrozenTrial, TrialState
 from neurosearch.simulators import Dataset
 from neurosearch.spaces import FAMILIES, Family, InputMeta, get_family, n_params
 
-from .artifacts import log_trial_artifacts
-from .config import Config
-from .data import SplitTensors
-from .metrics import METRICS
-from .monitor import SystemMetrics
-from .confirm import confirmed_passes
-from .study import TrialFailed, TrialSkipped, suggest_slot
-from .tracking import Tracker
-from .train import EpochResult, NonFiniteLoss, Trainer, trial_seed
-from .workspace import (
+from ..answer.confirm import confirmed_passes
+from ..answer.metrics import METRICS
+from ..config import Config
+from ..study.plan import TrialFailed, TrialSkipped, suggest_slot
+from ..study.workspace import (
     ATTR_BEST_EPOCH,
     ATTR_DEVICE,
     ATTR_MLFLOW_RUN_ID,
@@ -45,6 +40,11 @@ from .workspace import (
     Workspace,
     save_model,
 )
+from ..tracking.artifacts import log_trial_artifacts
+from ..tracking.monitor import SystemMetrics
+from ..tracking.tracker import Tracker
+from .data import SplitTensors
+from .train import EpochResult, NonFiniteLoss, Trainer, trial_seed
 
 
 @dataclass

@@ -24,12 +24,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from ..answer.metrics import METRICS, VOLTAGE_CEILING_MV
+from ..answer.report import StudyReport, json_ready
+from ..study.retry import never_fails
+from ..study.workspace import ATTR_REGISTERED_MODEL
 from .export import register_model, registered_name
-from .metrics import METRICS, VOLTAGE_CEILING_MV
-from .report import StudyReport, json_ready
-from .retry import never_fails
-from .tracking import Tracker
-from .workspace import ATTR_REGISTERED_MODEL
+from .tracker import Tracker
 
 #: artifact file names, as the UI lists them
 LEARNING_CURVES = "learning_curves.png"

@@ -22,10 +22,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Pending
 
 from neurosearch.spaces import InputMeta, get_family
 
-from .config import Config, StudySection
-from .errors import UserError, first_reason, mask_url, sqlite_file
+from ..config import Config, StudySection
+from ..errors import UserError, first_reason, mask_url, sqlite_file
+from ..training.weights import load_weights, save_atomic
 from .retry import FIRST_USE, Retry, sqlite_first_use
-from .weights import load_weights, save_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +72,7 @@ ATTR_SKIP_REASON = "skip_reason"
 ATTR_PRUNE_REASON = "prune_reason"
 ATTR_FAIL_REASON = "fail_reason"
 #: study: prefix of "confirmation:<family>:<depth>", a depth's candidate scored on
-#: validation and test with 95% intervals, and whether it passes (search/confirm.py)
+#: validation and test with 95% intervals, and whether it passes (search/answer/confirm.py)
 ATTR_CONFIRMATION = "confirmation"
 #: study: prefix of "learning_curve:<family>:<depth>", its fitted learning curve
 ATTR_LEARNING_CURVE = "learning_curve"

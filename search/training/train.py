@@ -21,12 +21,11 @@ from torch import nn
 from neurosearch.spaces import InputMeta, get_family
 from neurosearch.spaces.base import Heads
 
-from .config import TrainingSection
+from ..answer.metrics import evaluate
+from ..config import TrainingSection
+from ..errors import UserError
 from .data import SplitTensors
-from .errors import UserError
-from .metrics import evaluate
 from .weights import load_weights, save_atomic
-
 
 GRAD_CLIP = 1.0
 """Global gradient-norm ceiling: one bad batch must not throw a deep network off."""

@@ -13,8 +13,8 @@ import torch
 
 from neurosearch.simulators import Dataset
 
-from .errors import UserError
-from .metrics import clip_voltage
+from ..answer.metrics import clip_voltage
+from ..errors import UserError
 
 MIN_SPIKES = 10
 MIN_FIRING_SIMULATIONS = 2

@@ -34,12 +34,12 @@ from torch import nn
 from neurosearch.simulators import Dataset
 from neurosearch.spaces import get_family
 
-from .config import Config
-from .errors import UserError
-from .preflight import writable_folder
-from .report import build_report
-from .tracking import Tracker
-from .workspace import ATTR_DATASET_PATH, Workspace, load_model, load_study, study_uid
+from ..answer.report import build_report
+from ..config import Config
+from ..errors import UserError
+from ..preflight import writable_folder
+from ..study.workspace import ATTR_DATASET_PATH, Workspace, load_model, load_study, study_uid
+from .tracker import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError, first_reason, mask_secrets, mask_url
+from ..errors import UserError, first_reason, mask_secrets, mask_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from neurosearch.simulators.storage import write_atomic
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
     import torch

@@ -20,9 +20,9 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
-from .errors import UserError, mask_url
+from ..errors import UserError, mask_url
+from ..study.workspace import ATTR_DATASET_SUMMARY
 from .report import StudyReport, build_report, json_ready
-from .workspace import ATTR_DATASET_SUMMARY
 
 
 @dataclass
@@ -195,7 +195,7 @@ def log_comparison(comparison: Comparison, uri: str, artifact_root: str) -> str:
 
     from optuna.trial import TrialState
 
-    from .tracking import Tracker
+    from ..tracking.tracker import Tracker
 
     tracker = Tracker(uri, artifact_root, COMPARISONS_EXPERIMENT)
     studies = sorted({block.study for block in comparison.rows})
