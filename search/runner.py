@@ -226,12 +226,13 @@ def _learning_curves(study: optuna.Study, ctx: StudyContext, console: Console | 
         best = max(records, key=lambda c: sign * c.valid[metric][0])
         key = learning_curve_key(family, best.depth)
         stored = study.user_attrs.get(key)
-        if isinstance(stored, dict) and stored.get("trial") == best.trial:
-            continue
+        if isinstance(stored, dict) and stored.get("trial") == best.trial and "margin" in stored:
+            continue  # measured already (a curve stored before margins existed is measured again)
         trial = next(t for t in study.get_trials(deepcopy=False) if t.number == best.trial)
         if console is not None:
             console.print(f"{family}: no depth passes; measuring depth {best.depth}'s learning curve "
                           f"(trial {best.trial} retrained on 1/8, 1/4 and 1/2 of the training split)")
-        curve = learning_curve.measure(ctx, trial)
+        value, low, high = best.test[metric]
+        curve = learning_curve.measure(ctx, trial, margin=abs(value - (low if sign > 0 else high)))
         study.set_user_attr(key, curve.to_dict())
 

@@ -197,3 +197,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_line("by module: " + ", ".join(
         f"{module} {seconds:.0f}" for module, seconds in sorted(_seconds.items(), key=lambda item: -item[1])))
     terminalreporter.write_line(f"{'total':<24} {total:7.0f}")
+
+
+# --- two workers (pytest-xdist): each test module stays on one worker, so its module-scoped
+# fixtures (a simulated dataset, a finished study) are made once; every test of the
+# PostgreSQL server shares one worker, because one of them restarts the server.
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = "postgres" if item.get_closest_marker("postgres") else Path(str(item.path)).stem
+        item.add_marker(pytest.mark.xdist_group(group))

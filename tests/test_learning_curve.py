@@ -22,6 +22,18 @@ def test_a_power_law_is_recovered_and_inverted() -> None:
     assert not got.weak and "needs ≈ 2,500 simulated seconds" in describe(got)
 
 
+def test_a_pass_is_judged_on_the_test_bound_so_the_curve_is_inverted_past_the_threshold() -> None:
+    # error = 0.5 * s^-0.5; a test interval reaching 0.005 below the candidate needs a point of
+    # 0.995 (error 0.005), at 10,000 s, not the 2,500 s where the point itself reaches 0.99
+    values = [1 - 0.5 * s**-0.5 for s in (100, 200, 400, 800)]
+    got = fit(LearningCurve("tcn", 3, 7, "spike_auc", 0.99, [100.0, 200.0, 400.0, 800.0], values, margin=0.005), True)
+    assert got.needed_value == pytest.approx(0.995) and got.needed_seconds == pytest.approx(10_000.0, rel=1e-6)
+    assert "on the test bound (a point of ≈ 0.9950" in describe(got)
+    rmse = fit(LearningCurve("mlp", 1, 0, "voltage_rmse", 0.5, [100.0, 200.0, 400.0, 800.0],
+                             [2.0 * s**-0.5 for s in (100, 200, 400, 800)], margin=0.1), False)
+    assert rmse.needed_value == pytest.approx(0.4) and rmse.needed_seconds == pytest.approx(25.0, rel=1e-6)  # 2·s^-0.5 = 0.4
+
+
 def test_flat_or_far_curves_are_marked_weak() -> None:
     flat = fit(curve([0.95, 0.951, 0.949, 0.95]), True)
     assert flat.weak and flat.needed_seconds is None and "does not fall" in flat.why_weak

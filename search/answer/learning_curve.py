@@ -49,6 +49,19 @@ class LearningCurve:
     train_hours: float | None = None  # training time at that size, on the device that measured it
     weak: bool = True
     why_weak: str = ""
+    #: how far the candidate's test interval reaches past its value on the failing side: a
+    #: pass is judged on that bound, so the curve is inverted at threshold ± margin (the
+    #: point a pass needs, with a test split as large as this one), not at the threshold
+    margin: float = 0.0
+
+    @property
+    def needed_value(self) -> float:
+        """The point value a pass needs: the threshold moved by the test interval's margin."""
+        return self.threshold + self.margin if self.higher_is_better else self.threshold - self.margin
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric].higher_is_better
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +80,7 @@ def fit(
     """Fit ``curve``'s points (in place) and extrapolate to its threshold."""
     x = np.asarray(curve.train_seconds, dtype=np.float64)
     err = np.asarray([_error(v, higher_is_better) for v in curve.values], dtype=np.float64)
-    target = _error(curve.threshold, higher_is_better)
+    target = _error(curve.needed_value, higher_is_better)
     ok = np.isfinite(err) & (err > 0) & (x > 0)
     if ok.sum() < 3 or target <= 0:
         curve.why_weak = "fewer than three usable points" if ok.sum() < 3 else "the threshold leaves no error to fit"
@@ -112,14 +125,17 @@ def describe(curve: LearningCurve) -> str:
         cost.append(f"≈ {curve.neuron_core_hours:,.1f} NEURON core-hours")
     if curve.train_hours is not None:
         cost.append(f"≈ {curve.train_hours:,.1f} h of training on this device")
-    text = (f"{head}\n  fit error ∝ seconds^{curve.exponent:.2f} (R² {curve.r2:.2f}): {curve.metric} {curve.threshold} "
+    goal = f"{curve.metric} {curve.threshold}" + (
+        f" on the test bound (a point of ≈ {curve.needed_value:.4f}: the test interval reaches {curve.margin:.4f} "
+        "past the candidate)" if curve.margin else "")
+    text = (f"{head}\n  fit error ∝ seconds^{curve.exponent:.2f} (R² {curve.r2:.2f}): {goal} "
             f"needs ≈ {curve.needed_seconds:,.0f} simulated seconds of training data" + (f" ({', '.join(cost)})" if cost else ""))
     if curve.weak:
         text += f"\n  weak extrapolation: {curve.why_weak}"
     return text
 
 
-def measure(ctx: Any, trial: Any, fractions: tuple[float, ...] = FRACTIONS) -> LearningCurve:
+def measure(ctx: Any, trial: Any, margin: float = 0.0, fractions: tuple[float, ...] = FRACTIONS) -> LearningCurve:
     """Retrain a finished trial's architecture (same learning rate and seed) on nested
     parts of the training split; the full-data point is the trial itself. ``ctx`` is the
     study's ``StudyContext``, ``trial`` a ``FrozenTrial``."""
@@ -132,7 +148,8 @@ def measure(ctx: Any, trial: Any, fractions: tuple[float, ...] = FRACTIONS) -> L
     spec = trial.user_attrs[ATTR_SPEC]
     seconds_per_sim = ctx.dataset.duration_ms / 1000.0
     n_train = len(ctx.dataset.indices("train"))
-    curve = LearningCurve(spec["family"], int(spec["depth"]), trial.number, metric, config.target.threshold, [], [])
+    curve = LearningCurve(spec["family"], int(spec["depth"]), trial.number, metric, config.target.threshold, [], [],
+                          margin=margin)
     for fraction in fractions:
         if fraction >= 1.0:
             n, value = n_train, trial.user_attrs[ATTR_VAL_METRICS][metric]
