@@ -34,6 +34,17 @@ def test_a_pass_is_judged_on_the_test_bound_so_the_curve_is_inverted_past_the_th
     assert rmse.needed_value == pytest.approx(0.4) and rmse.needed_seconds == pytest.approx(25.0, rel=1e-6)  # 2·s^-0.5 = 0.4
 
 
+def test_a_curve_that_flattens_is_weak_and_says_what_its_last_step_would_need() -> None:
+    # steep at small data, then error 0.02 -> 0.016 from 400 to 800 s (seconds^-0.32): the
+    # fit over all points promises less data than the last step's own slope
+    got = fit(curve([1 - 0.1, 1 - 0.04, 1 - 0.02, 1 - 0.016]), True)
+    assert got.weak and "the curve flattens (its last step falls as seconds^-0.32" in got.why_weak
+    last = 800 * (0.01 / 0.016) ** (1 / -0.3219)  # where the last step's power law reaches error 0.01
+    assert f"≈ {last:,.0f} simulated seconds" in got.why_weak and last > got.needed_seconds
+    steady = fit(curve([1 - 0.5 * s**-0.5 for s in (100, 200, 400, 800)]), True)
+    assert "flattens" not in steady.why_weak
+
+
 def test_flat_or_far_curves_are_marked_weak() -> None:
     flat = fit(curve([0.95, 0.951, 0.949, 0.95]), True)
     assert flat.weak and flat.needed_seconds is None and "does not fall" in flat.why_weak

@@ -103,11 +103,28 @@ def fit(
             curve.train_hours = float(train_wall_s_at_largest * needed / x.max() / 3600.0)
         if needed > FAR * x.max():
             reasons.append(f"it extrapolates {needed / x.max():.0f}× beyond the data measured")
+        reasons += _flattening(lx, ly, slope, math.log(target))
     if curve.r2 < 0.8:
         reasons.append(f"the power law fits poorly (R² {curve.r2:.2f})")
     curve.weak = bool(reasons)
     curve.why_weak = "; ".join(reasons)
     return curve
+
+
+def _flattening(lx: np.ndarray, ly: np.ndarray, slope: float, log_target: float) -> list[str]:
+    """A reason when the curve's last step falls far slower than the fitted power law (the
+    curve bends towards a floor, and the fit, pulled by the small-data points, promises a
+    pass too soon), with what the last step's own slope would need."""
+    if len(lx) < 3 or lx[-1] <= lx[-2]:
+        return []
+    last = float((ly[-1] - ly[-2]) / (lx[-1] - lx[-2]))
+    if last <= slope / 2:
+        return []
+    if last >= -0.02:
+        return [f"the curve has stopped falling (its last step: seconds^{last:+.2f})"]
+    needed = math.exp(lx[-1] + (log_target - ly[-1]) / last)
+    return [f"the curve flattens (its last step falls as seconds^{last:.2f}, at which a pass would need "
+            f"≈ {needed:,.0f} simulated seconds)"]
 
 
 def describe(curve: LearningCurve) -> str:
