@@ -39,11 +39,12 @@ try:  # the spaces import optuna for type annotations only
 except ImportError:
     sys.modules["optuna"] = types.ModuleType("optuna")
 
+from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)  # noqa: E402
+
 from neurosearch.search.config import TrainingSection  # noqa: E402
 from neurosearch.search.training.data import SplitTensors  # noqa: E402
 from neurosearch.search.training.train import Trainer, resolve_device  # noqa: E402
 from neurosearch.spaces import InputMeta, get_family, n_params
-from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)  # noqa: E402
 
 REFERENCE = {"family": "tcn", "depth": 7, "width": 128, "kernels": [54] + [24] * 6, "dilations": [1] * 7,
              "residual": False, "norm": "batch", "activation": "relu"}

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from neurosearch.search.answer.metrics import Scorer
 from neurosearch.search.config import TrainingSection
 from neurosearch.search.training.data import SplitTensors
-from neurosearch.search.answer.metrics import Scorer
 from neurosearch.search.training.train import Trainer
 from neurosearch.simulators import Dataset
 from neurosearch.spaces import InputMeta, get_family, n_params
@@ -42,21 +42,23 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--burn-in", type=int, default=100)
+    parser.add_argument("--window", type=int, default=500, help="training window (ms), burn-in included")
     parser.add_argument("--optimizer", choices=("adamw", "adam"), default="adamw")
     parser.add_argument("--boot", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0, help="weights, window order and dropout")
     args = parser.parse_args()
     dataset = Dataset.open(args.dataset, verify=False)
     device = torch.device("cpu")
     train, valid, test = (SplitTensors(dataset, split, device) for split in ("train", "valid", "test"))
     spec = json.loads(args.spec)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     model = get_family(spec["family"]).build(spec, InputMeta(dataset.n_inputs, tuple(int(g) for g in dataset.input_group)))
     settings = TrainingSection(epochs=args.epochs, steps_per_epoch=args.steps or None, batch_size=args.batch,
-                               window_ms=500, burn_in_ms=args.burn_in, schedule=args.schedule,
+                               window_ms=args.window, burn_in_ms=args.burn_in, schedule=args.schedule,
                                weight_decay=args.weight_decay, patience=args.patience,
                                learning_rate=(args.lr, args.lr))
     started = time.perf_counter()
-    trainer = Trainer(model, train, valid, settings, args.lr, seed=0)
+    trainer = Trainer(model, train, valid, settings, args.lr, seed=args.seed)
     if args.optimizer == "adam":  # the earlier recipe
         trainer.optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         trainer.scheduler = torch.optim.lr_scheduler.ConstantLR(trainer.optimizer, factor=1.0, total_iters=0)

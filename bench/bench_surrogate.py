@@ -27,8 +27,8 @@ import optuna
 import torch
 
 from neurosearch.search.config import load_config
-from neurosearch.search.training.train import resolve_device
 from neurosearch.search.study.workspace import Workspace, load_model, load_study, study_uid
+from neurosearch.search.training.train import resolve_device
 from neurosearch.simulators import Dataset
 from neurosearch.spaces import InputMeta, get_family, n_params
 

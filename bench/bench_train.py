@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import torch
+from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)
 
 from neurosearch.search.config import TrainingSection
 from neurosearch.search.training.data import SplitTensors
 from neurosearch.search.training.train import Trainer, predict, resolve_device
 from neurosearch.spaces import InputMeta, get_family, n_params
-from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

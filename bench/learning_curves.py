@@ -32,10 +32,10 @@ except ImportError:
 
 import torch
 
-from neurosearch.search.config import TrainingSection
-from neurosearch.search.training.data import SplitTensors
 from neurosearch.search.answer.learning_curve import LearningCurve, describe, fit
 from neurosearch.search.answer.metrics import Scorer
+from neurosearch.search.config import TrainingSection
+from neurosearch.search.training.data import SplitTensors
 from neurosearch.search.training.train import Trainer, resolve_device
 from neurosearch.simulators import SimulationSpec, generate
 from neurosearch.spaces import InputMeta, get_family, n_params

@@ -85,8 +85,8 @@ def test_manifest_records_the_calibration_and_rates(tmp_path: Path) -> None:
 def test_a_silent_split_is_refused_with_one_clear_message(tmp_path: Path) -> None:
     import torch
 
-    from neurosearch.search.training.data import SplitTensors
     from neurosearch.search.errors import UserError
+    from neurosearch.search.training.data import SplitTensors
 
     spec = SimulationSpec(n_simulations=6, **{**SMALL, "stimulus": {"rate_scale": (0.05, 0.05)}})
     dataset = generate(spec, tmp_path, progress=False)

@@ -8,17 +8,14 @@ the report's passing winner; a threshold the test bound does clear must do all t
 
 from __future__ import annotations
 
-
-
 import optuna
 import pytest
 import torch
-from optuna.distributions import FloatDistribution, IntDistribution, CategoricalDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from neurosearch.search.config import load_config
 from neurosearch.search.answer.confirm import confirm_depth, confirmed_passes, depth_finished
-from neurosearch.search.training.objective import StudyContext, _skip_if_shallower_passes
 from neurosearch.search.answer.report import build_report
+from neurosearch.search.config import load_config
 from neurosearch.search.study.plan import TrialSkipped
 from neurosearch.search.study.workspace import (
     ATTR_N_PARAMS,
@@ -28,6 +25,7 @@ from neurosearch.search.study.workspace import (
     Workspace,
     save_model,
 )
+from neurosearch.search.training.objective import StudyContext, _skip_if_shallower_passes
 from neurosearch.simulators import generate
 from neurosearch.spaces import get_family
 

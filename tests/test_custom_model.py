@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from neurosearch.simulators import Dataset, SimulationSpec, SimulatorError, calibrate_drive, generate, nmodl
-from neurosearch.simulators.spec import StimulusSpec
 from neurosearch.simulators.cells import build_custom
+from neurosearch.simulators.spec import StimulusSpec
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "small_pyramid"
 SMALL = [  # the example as shipped, with fewer, shorter simulations and one probe per drive level

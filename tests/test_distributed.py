@@ -17,8 +17,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow import MlflowClient
 from optuna.trial import TrialState
+
+from mlflow import MlflowClient
 
 pytestmark = pytest.mark.postgres
 
@@ -173,8 +174,8 @@ def _set_up_when_all_are_ready(values: dict, barrier, results) -> None:
     then all set the study up at the same instant."""
     from neurosearch.search.config import load_config
     from neurosearch.search.runner import set_up_study
-    from neurosearch.search.tracking.tracker import Tracker
     from neurosearch.search.study.workspace import ATTR_DATASET_HASH, ATTR_DATASET_PATH, open_storage
+    from neurosearch.search.tracking.tracker import Tracker
 
     config = load_config(None, values=values)
     storage = open_storage(config)

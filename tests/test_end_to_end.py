@@ -15,8 +15,10 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from mlflow import MlflowClient
 from optuna.trial import TrialState
+
+from mlflow import MlflowClient
+
 
 def neurosearch(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from neurosearch.search.cli import main
 from neurosearch.search.config import Config, StudySection
 from neurosearch.search.errors import UserError
-from neurosearch.search.study.workspace import waiting_can_mend, study_summaries
+from neurosearch.search.study.workspace import study_summaries, waiting_can_mend
 
 #: nothing listens on port 1: a database that is simply not there
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/x"

@@ -27,8 +27,8 @@ from optuna.trial import TrialState
 
 from neurosearch.search.config import load_config
 from neurosearch.search.errors import UserError
-from neurosearch.search.training.weights import load_weights
 from neurosearch.search.study.workspace import ATTR_RESUMED_EPOCHS, Workspace, load_model, study_uid
+from neurosearch.search.training.weights import load_weights
 from neurosearch.simulators.storage import write_atomic
 
 
@@ -255,6 +255,7 @@ def _free_port() -> int:
 @pytest.mark.postgres
 def test_a_password_appears_nowhere(tmp_path: Path, shared: Path, tiny_toml, role, line_reader) -> None:
     import psutil
+
     from mlflow import MlflowClient
 
     user, password, token, (optuna_db, mlflow_db) = role

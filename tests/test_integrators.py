@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from neurosearch.simulators import SimulationSpec, SimulatorError, generate
-from neurosearch.simulators import nmodl
+from neurosearch.simulators import SimulationSpec, SimulatorError, generate, nmodl
 
 SMALL = dict(model="l5pc", n_simulations=4, duration_ms=700, discard_ms=100, seed=2, processes=1,
              split=(0.5, 0.25, 0.25), stimulus={"rate_scale": [1.5, 1.5]})

@@ -16,8 +16,17 @@ from pathlib import Path
 import pytest
 
 from neurosearch.search.config import load_config
-from neurosearch.simulators import Dataset, Part, SimulationSpec, SimulatorError, generate, generate_part
-from neurosearch.simulators import calibrate, nmodl, storage
+from neurosearch.simulators import (
+    Dataset,
+    Part,
+    SimulationSpec,
+    SimulatorError,
+    calibrate,
+    generate,
+    generate_part,
+    nmodl,
+    storage,
+)
 
 SBATCH = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "simulate.sbatch"
 VOLATILE = {"created", "completed", "wall_s_per_simulated_s"}  # timestamps and timings; everything else must agree

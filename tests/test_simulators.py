@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from neurosearch.simulators import CellModel, Dataset, SimulationSpec, SimulatorError, generate
-from neurosearch.simulators import nmodl
+from neurosearch.simulators import CellModel, Dataset, SimulationSpec, SimulatorError, generate, nmodl
 from neurosearch.simulators.cells import build_custom
 from neurosearch.simulators.spec import StimulusSpec
 

@@ -15,10 +15,10 @@ from optuna.trial import TrialState
 from neurosearch.search.config import load_config
 from neurosearch.search.study.plan import (
     DepthMedianPruner,
+    TrialSkipped,
     enqueue_plan,
     open_study,
     plan,
-    TrialSkipped,
     run_worker,
     suggest_slot,
     worker_seed,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from mlflow import MlflowClient
 
 URL_LINE = re.compile(r"MLflow UI on (\S+): (http://127\.0\.0\.1:(\d+)/\S*)\s*$")
