@@ -150,12 +150,11 @@ class Dataset:
         return text + (f"; calibrated drive {scale[0]:.3g}–{scale[1]:.3g}× nominal" if scale else "")
 
     def cell(self) -> str:
-        """The simulated model as a user names it: ``l5pc``, or ``custom:<builder's folder>/<file>``."""
+        """The simulated model as a user names it: ``l5pc``, or ``custom:<the builder's folder>``."""
         spec = self.manifest["spec"]
         if spec.get("model") != "custom" or not spec.get("custom"):
             return str(spec.get("model"))
-        builder = Path(spec["custom"]["builder"].rsplit(":", 1)[0])
-        return f"custom:{builder.parent.name}/{builder.name}"
+        return f"custom:{Path(spec['custom']['builder'].rsplit(':', 1)[0]).parent.name}"
 
     def summary(self) -> dict[str, float | int | str | None]:
         """What a study records of its dataset, so that studies of several cells can be read

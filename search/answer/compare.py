@@ -112,8 +112,7 @@ def render(comparison: Comparison, console: Console) -> None:
     table = Table(title=f"cells side by side: {comparison.metric} per depth "
                         "(a depth passes when its test 95% bound clears the study's target)")
     columns = ("study", "cell", "family", "target", "shallowest", "depth", f"test {comparison.metric} [95% CI]",
-               "test AUC at 1 Hz [95% CI]", "FCI [95% CI]", "params", "passes",
-               "test rate Hz", "trials", "train h", "NEURON core-h")
+               "at 1 Hz [95% CI]", "FCI [95% CI]", "params", "passes", "test Hz", "trials", "train h", "NEURON core-h")
     for column in columns:
         table.add_column(column, justify="left" if column in ("study", "cell", "family") else "right", no_wrap=True)
     for block in comparison.rows:
@@ -129,12 +128,12 @@ def render(comparison: Comparison, console: Console) -> None:
             table.add_row(*(head if i == 0 else [""] * len(head)), *figures, *(cost if i == 0 else [""] * 4),
                           end_section=d is None or d is block.depths[-1])
     table.caption = ("shallowest: the shallowest depth whose candidate's test bound clears the target; "
-                     "AUC at 1 Hz: the test split reweighted to a mean output rate of 1 Hz (comparable across cells); "
-                     "FCI = log10(1000(1 − that AUC)) / 2; cost: the study's training hours per family "
-                     "and NEURON core-hours for its dataset")
+                     "at 1 Hz: test AUC with whole simulations reweighted to a mean output rate of 1 Hz (comparable "
+                     "across cells); FCI = log10(1000(1 − that AUC)) / 2; test Hz: the test split's mean output rate; "
+                     "cost: the study's training hours per family and NEURON core-hours for its dataset")
     width = console.width
     if not console.is_terminal:  # a log file or a pipe keeps whole rows
-        console.width = max(width, 220)
+        console.width = max(width, 320)
     try:
         console.print(table)
     finally:
