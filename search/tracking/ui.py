@@ -85,7 +85,7 @@ def check_database(tracking_uri: str, timeout_s: int = 10) -> None:
     dialect = tracking_uri.split("://", 1)[0].split("+", 1)[0]
     if dialect not in ("postgresql", "mysql", "mssql"):
         return
-    from . import probe
+    from .. import probe
 
     try:
         probe.database(tracking_uri, timeout_s)
