@@ -70,12 +70,10 @@ def cell_rows(report: StudyReport, storage: str, attrs: dict[str, Any]) -> list[
         mine = [r for r in report.rows if r.family == family]
         rows.append(CellFamily(
             study=report.study, storage=mask_url(storage), threshold=report.threshold, cell=dataset.get("cell"),
-            family=family,
-            shallowest=shallowest,
+            family=family, shallowest=shallowest,
             depths=[DepthFigures(r.depth, r.candidate, r.n_params, r.test, r.test_1hz, r.fci, r.passes) for r in mine],
             train_s=sum(r.seconds for r in mine), trials=sum(r.complete + r.pruned for r in mine),
-            neuron_core_s=dataset.get("neuron_core_s"),
-            test_rate_hz=(report.scored.get("test") or {}).get("rate_hz"),
+            neuron_core_s=dataset.get("neuron_core_s"), test_rate_hz=(report.scored.get("test") or {}).get("rate_hz"),
         ))
     return rows
 
