@@ -141,9 +141,13 @@ def run(config: Config, console: Console, progress: bool = True, json_out: Path 
             if retry_of is not None and trial.state != TrialState.FAIL:
                 reason = f"(retry of trial {retry_of}, resumed after "
                 reason += f"{trial.user_attrs.get(ATTR_RESUMED_EPOCHS, 0)} epoch(s))"
+            # a skipped slot is stored as FAIL (the sampler must not learn from it), but is not a failure
+            skipped = trial.state == TrialState.FAIL and ATTR_SKIP_REASON in trial.user_attrs
+            outcome = ("SKIPPED " + trial.user_attrs[ATTR_SKIP_REASON] if skipped
+                       else f"{trial.state.name} {config.target.metric}={value} {reason}")
             bar.console.print(
                 f"trial {trial.number} {trial.params.get('family')} depth {trial.params.get('depth')}: "
-                f"{trial.state.name} {config.target.metric}={value} {escape(reason)}".rstrip()
+                f"{escape(outcome)}".rstrip()
             )
 
         def on_wait(running: int) -> None:

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -119,6 +120,20 @@ def test_report_reads_several_studies_side_by_side(finished, tmp_path: Path) -> 
                           ("--study", "tiny", "--study", "twin"): "names no storage"}.items():
         bad = neurosearch("report", *args, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stdout and "Traceback" not in bad.stdout + bad.stderr, bad.stdout
+
+
+def test_a_skipped_slot_is_reported_as_skipped_not_failed(finished, tmp_path: Path, tiny_toml) -> None:
+    """Depth 1 passes, so depth 2's slot is skipped: stored as FAIL for the sampler's sake,
+    but the progress line says SKIPPED and why, not FAIL."""
+    root, _ = finished
+    text = tiny_toml().replace("skip_deeper_once_passing = false", "skip_deeper_once_passing = true")
+    (tmp_path / "search.toml").write_text(text)
+    shutil.copytree(root / "state" / "datasets", tmp_path / "state" / "datasets")  # the same dataset, cached
+    result = neurosearch("run", "--no-progress", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tcn: shallowest passing depth 1" in result.stdout, result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("trial 1 tcn depth 2:"))
+    assert line.startswith("trial 1 tcn depth 2: SKIPPED tcn already passes") and "FAIL" not in line, line
 
 
 def test_second_run_resumes_without_new_work(finished) -> None:
