@@ -22,7 +22,7 @@ from rich.table import Table
 
 from ..errors import UserError, mask_url
 from ..study.workspace import ATTR_DATASET_SUMMARY
-from .report import StudyReport, build_report, json_ready
+from .report import StudyReport, fmt_interval, build_report, json_ready, print_whole_rows
 
 
 @dataclass
@@ -97,8 +97,6 @@ def _defined(figure: list[float] | None) -> bool:
     return bool(figure) and figure[0] == figure[0]  # NaN: the 1 Hz view of a split that never fires below 1 Hz
 
 
-def _interval(figure: list[float] | None) -> str:
-    return "—" if not _defined(figure) else f"{figure[0]:.4f} [{figure[1]:.4f}–{figure[2]:.4f}]"
 
 
 def _hours(seconds: float | None) -> str:
@@ -120,7 +118,7 @@ def render(comparison: Comparison, console: Console) -> None:
                 _hours(block.train_s), _hours(block.neuron_core_s)]
         for i, d in enumerate(block.depths or [None]):
             figures = (["—"] * 6 if d is None else
-                       [str(d.depth), _interval(d.test), _interval(d.test_1hz), _interval(d.fci),
+                       [str(d.depth), fmt_interval(d.test), fmt_interval(d.test_1hz), fmt_interval(d.fci),
                         "—" if d.n_params is None else f"{d.n_params:,}",
                         "[green]yes[/green]" if d.passes else ("no" if d.test else "—")])
             table.add_row(*(head if i == 0 else [""] * len(head)), *figures, *(cost if i == 0 else [""] * 4),
@@ -129,13 +127,7 @@ def render(comparison: Comparison, console: Console) -> None:
                      "at 1 Hz: test AUC with whole simulations reweighted to a mean output rate of 1 Hz (comparable "
                      "across cells); FCI = log10(1000(1 − that AUC)) / 2; test Hz: the test split's mean output rate; "
                      "cost: the study's training hours per family and NEURON core-hours for its dataset")
-    width = console.width
-    if not console.is_terminal:  # a log file or a pipe keeps whole rows
-        console.width = max(width, 320)
-    try:
-        console.print(table)
-    finally:
-        console.width = width
+    print_whole_rows(table, console, 320)
     for block in comparison.rows:
         answer = (f"shallowest passing depth {block.shallowest}" if block.shallowest is not None
                   else "no depth passes")

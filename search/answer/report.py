@@ -212,7 +212,7 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-def _fmt_interval(figure: list[float] | None) -> str:
+def fmt_interval(figure: list[float] | None) -> str:
     """value [low–high]"""
     return "—" if not figure or figure[0] != figure[0] else f"{figure[0]:.4f} [{figure[1]:.4f}–{figure[2]:.4f}]"
 
@@ -233,6 +233,18 @@ def frontier_table(report: StudyReport, families: list[str]) -> Table:
     return table
 
 
+def print_whole_rows(table: Table, console: Console, log_width: int) -> None:
+    """Print ``table``; into a log file or a pipe at least ``log_width`` columns wide, so
+    that rows stay whole (grep finds them)."""
+    width = console.width
+    if not console.is_terminal:
+        console.width = max(width, log_width)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def render(report: StudyReport, console: Console) -> None:
     metric = METRICS[report.metric]
     op = "≥" if metric.higher_is_better else "≤"
@@ -246,7 +258,7 @@ def render(report: StudyReport, console: Console) -> None:
     for row in report.rows:
         table.add_row(
             row.family, str(row.depth), _fmt(row.best), "—" if row.candidate is None else f"trial {row.candidate}",
-            _fmt_interval(row.valid), _fmt_interval(row.test), _fmt_interval(row.test_1hz), _fmt_interval(row.fci),
+            fmt_interval(row.valid), fmt_interval(row.test), fmt_interval(row.test_1hz), fmt_interval(row.fci),
             "—" if row.n_params is None else f"{row.n_params:,}",
             f"{row.complete}/{row.pruned}/{row.skipped}/{row.failed}/{row.pending}", f"{row.seconds:.0f}",
             "[green]yes[/green]" if row.passes else ("no" if row.test else "—"),
@@ -255,13 +267,7 @@ def render(report: StudyReport, console: Console) -> None:
                      "candidate: the depth's best trial on validation, scored once on the test split;\n"
                      "AUC at 1 Hz: the test split with whole simulations reweighted to a mean output rate of 1 Hz, "
                      "comparable across cells;\nFCI = log10(1000(1 − that AUC)) / 2: 1 at AUC 0.9, 0 at 0.999")
-    width = console.width
-    if not console.is_terminal:  # a log file or a pipe keeps whole rows
-        console.width = max(width, 200)
-    try:
-        console.print(table)
-    finally:
-        console.width = width
+    print_whole_rows(table, console, 200)
     if report.scored:
         console.print("scored on " + "; ".join(
             f"{split}: {int(d['simulations'])} simulations, {int(d['spikes'])} output spikes, mean {d['rate_hz']:.2f} Hz"
