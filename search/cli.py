@@ -6,8 +6,9 @@ clear message and exit code 2, never a traceback.
 
 Start-up imports only typer and rich: each command imports what it needs (torch,
 MLflow, Optuna: seconds each) after its arguments and config are checked, so
-``--help``, a mistake, ``studies`` and ``report`` answer at once.
-tests/test_startup.py keeps the heavy libraries out of ``--help``.
+``--help``, a mistake, ``studies`` and ``report`` answer at once (``studies`` and
+``report`` read Optuna's tables without its storage class: study/reader.py).
+tests/test_startup.py keeps the heavy libraries out of these commands.
 """
 
 from __future__ import annotations
@@ -244,14 +245,14 @@ def report(
     wanted = [_study_at(n, default_url) for n in names] or [(cfg.study.name, cfg.study.storage)]
     if len(wanted) == 1 and (figure or mlflow_too):
         raise UserError("--figure and --mlflow draw several studies side by side: give --study more than once")
-    from .study.workspace import load_study
+    from .study.reader import read_study
 
     _quiet_libraries(mlflow_too=mlflow_too)
     if len(wanted) == 1:
         from .answer.report import build_report, render
 
         name, url = wanted[0]
-        result = build_report(load_study(url, name))
+        result = build_report(read_study(url, name))
         if json_out:
             print(result.to_json())
         else:
@@ -261,7 +262,7 @@ def report(
     from .answer.compare import figure as draw
     from .answer.compare import render as render_comparison
 
-    comparison = compare([(load_study(url, name), url) for name, url in wanted])
+    comparison = compare([(read_study(url, name), url) for name, url in wanted])
     if json_out:
         print(comparison.to_json())
     else:
@@ -292,16 +293,14 @@ def studies(
 ) -> None:
     """List the studies in a storage with their trial counts."""
     url = storage if storage and not config.exists() else _config(config, set_, storage).study.storage
-    from .study.workspace import study_summaries
+    from .study.reader import list_studies
 
-    _quiet_libraries(mlflow_too=False)
     table = Table(title="studies")
     for column in ("name", "trials", "best", "started"):
         table.add_column(column)
-    for summary in study_summaries(url):
-        best = summary.best_trial.value if summary.best_trial else None
-        started = summary.datetime_start.strftime("%Y-%m-%d %H:%M") if summary.datetime_start else "—"
-        table.add_row(summary.study_name, str(summary.n_trials), "—" if best is None else f"{best:.4f}", started)
+    for listed in list_studies(url):
+        started = listed.started.strftime("%Y-%m-%d %H:%M") if listed.started else "—"
+        table.add_row(listed.name, str(listed.n_trials), "—" if listed.best is None else f"{listed.best:.4f}", started)
     console.print(table)
 
 

@@ -20,7 +20,7 @@ from neurosearch.simulators import SimulationSpec
 from neurosearch.spaces import FAMILIES, get_family
 
 from .answer.metrics import METRICS
-from .errors import UserError, mask_secrets, mask_url, sqlite_file
+from .errors import UserError, looks_like_url, mask_secrets, mask_url, sqlite_file
 
 #: a study name becomes a folder and file names under work_dir: a safe set of characters
 #: (no path separators, no leading dot) and a length any file system takes
@@ -263,12 +263,13 @@ def _resolve(base: Path, value: str | Path) -> Path:
 
 def _resolve_sqlite(base: Path, url: str) -> str:
     """Make a relative ``sqlite:///file`` URL absolute against the config's folder."""
-    from sqlalchemy.engine import make_url  # here, not at import: a missing config is reported at once
+    if not looks_like_url(url):
+        from sqlalchemy.engine import make_url  # only here: SQLAlchemy takes 0.2 s to import
 
-    try:
-        make_url(url)  # garbage is refused here, with the parser's reason
-    except Exception as exc:  # sqlalchemy raises ArgumentError for garbage
-        raise UserError(f"storage URL {mask_url(url)!r} is not a database URL ({mask_secrets(str(exc))})") from None
+        try:
+            make_url(url)  # garbage is refused here, with the parser's reason
+        except Exception as exc:  # sqlalchemy raises ArgumentError for garbage
+            raise UserError(f"storage URL {mask_url(url)!r} is not a database URL ({mask_secrets(str(exc))})") from None
     database = sqlite_file(url)
     if database is not None:  # its folder is made by the commands that write it (preflight), not here
         return f"sqlite:///{_resolve(base, database)}"

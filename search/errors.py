@@ -8,6 +8,12 @@ import re
 from pathlib import Path
 
 
+#: the fix for a postgresql:// URL without its driver: the README's plain install leaves
+#: psycopg out, and Optuna's "Please install appropriate one." does not say which
+POSTGRES_DRIVER = (' (the PostgreSQL driver is missing: pip install "neurosearch[postgres]",'
+                   ' or pip install -e ".[postgres]" from a checkout)')
+
+
 class UserError(Exception):
     """A problem the user can fix: bad config, unreachable database, bad arguments."""
 
@@ -44,16 +50,23 @@ def mask_secrets(text: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", text)
 
 
+#: ``sqlite[+driver]://[host]/database[?query]``, as SQLAlchemy reads it; parsed here without
+#: importing SQLAlchemy (0.2 s), which the commands that answer at once cannot spend
+_SQLITE_URL = re.compile(r"sqlite(?:\+\w+)?://[^/?]*(?:/(?P<database>[^?]*))?(?:\?.*)?", re.S)
+#: what any database URL starts with
+_URL_SCHEME = re.compile(r"[A-Za-z][\w+.-]*://")
+
+
 def sqlite_file(url: str) -> Path | None:
     """The database file an ``sqlite:///…`` URL names (None: another database, an
-    in-memory one, or no URL at all)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    in-memory one, or no URL at all); the same file SQLAlchemy opens (tests/test_config.py)."""
+    from urllib.parse import unquote
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
+    match = _SQLITE_URL.fullmatch(url)
+    database = unquote(match.group("database") or "") if match else ""
+    return Path(database) if database and database != ":memory:" else None
+
+
+def looks_like_url(url: str) -> bool:
+    """``scheme://…``: worth handing to a database driver (garbage is refused by SQLAlchemy's parser)."""
+    return _URL_SCHEME.match(url) is not None

@@ -26,9 +26,7 @@ from .answer.report import StudyReport, build_report, learning_curve_key, render
 from .config import Config
 from .errors import UserError, mask_url
 from .preflight import preflight, writable_folder
-from .study.plan import enqueue_plan, open_study, record_study_attrs, run_worker, unfinished
-from .study.setup_lock import study_lock
-from .study.workspace import (
+from .study.attrs import (
     ATTR_DATASET_HASH,
     ATTR_DATASET_PATH,
     ATTR_DATASET_SUMMARY,
@@ -38,9 +36,10 @@ from .study.workspace import (
     ATTR_PRUNE_REASON,
     ATTR_RESUMED_EPOCHS,
     ATTR_SKIP_REASON,
-    Workspace,
-    study_uid,
 )
+from .study.plan import enqueue_plan, open_study, record_study_attrs, run_worker, unfinished
+from .study.setup_lock import study_lock
+from .study.workspace import Workspace, study_uid
 from .tracking.artifacts import log_study
 from .tracking.tracker import Tracker
 from .training.objective import StudyContext, make_objective

@@ -17,14 +17,8 @@ from neurosearch.search.answer.confirm import confirm_depth, confirmed_passes, d
 from neurosearch.search.answer.report import build_report
 from neurosearch.search.config import load_config
 from neurosearch.search.study.plan import TrialSkipped
-from neurosearch.search.study.workspace import (
-    ATTR_N_PARAMS,
-    ATTR_SPEC,
-    ATTR_TARGET_METRIC,
-    ATTR_TARGET_THRESHOLD,
-    Workspace,
-    save_model,
-)
+from neurosearch.search.study.attrs import ATTR_N_PARAMS, ATTR_SPEC, ATTR_TARGET_METRIC, ATTR_TARGET_THRESHOLD
+from neurosearch.search.study.workspace import Workspace, save_model
 from neurosearch.search.training.objective import StudyContext, _skip_if_shallower_passes
 from neurosearch.simulators import generate
 from neurosearch.spaces import get_family

@@ -174,7 +174,8 @@ def _set_up_when_all_are_ready(values: dict, barrier, results) -> None:
     then all set the study up at the same instant."""
     from neurosearch.search.config import load_config
     from neurosearch.search.runner import set_up_study
-    from neurosearch.search.study.workspace import ATTR_DATASET_HASH, ATTR_DATASET_PATH, open_storage
+    from neurosearch.search.study.attrs import ATTR_DATASET_HASH, ATTR_DATASET_PATH
+    from neurosearch.search.study.workspace import open_storage
     from neurosearch.search.tracking.tracker import Tracker
 
     config = load_config(None, values=values)

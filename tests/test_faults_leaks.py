@@ -27,7 +27,8 @@ from optuna.trial import TrialState
 
 from neurosearch.search.config import load_config
 from neurosearch.search.errors import UserError
-from neurosearch.search.study.workspace import ATTR_RESUMED_EPOCHS, Workspace, load_model, study_uid
+from neurosearch.search.study.attrs import ATTR_RESUMED_EPOCHS
+from neurosearch.search.study.workspace import Workspace, load_model, study_uid
 from neurosearch.search.training.weights import load_weights
 from neurosearch.simulators.storage import write_atomic
 
@@ -69,10 +70,10 @@ def shared(tmp_path_factory: pytest.TempPathFactory, tiny_toml) -> Path:
 
 def test_storage_option_is_taken_as_given(tmp_path: Path, tiny_toml) -> None:
     (tmp_path / "search.toml").write_text(tiny_toml())
+    (tmp_path / "a\\tb.db").write_bytes(b"")  # an empty file is an empty SQLite database
     listed = neurosearch("studies", "--storage", r"sqlite:///a\tb.db", cwd=tmp_path)
-    assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert (tmp_path / "a\\tb.db").is_file()  # the backslash kept, not a TAB
-    assert not (tmp_path / "a\tb.db").exists()
+    # the backslash kept, not a TAB: the file found, not a new one made
+    assert listed.returncode == 0 and not (tmp_path / "a\tb.db").exists(), listed.stdout + listed.stderr
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "x" * 600])

@@ -14,15 +14,18 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from rich.console import Console
 from rich.table import Table
 
 from ..errors import UserError, mask_url
-from ..study.workspace import ATTR_DATASET_SUMMARY
-from .report import StudyReport, fmt_interval, build_report, json_ready, print_whole_rows
+from ..study.attrs import ATTR_DATASET_SUMMARY
+from .report import StudyReport, build_report, fmt_interval, json_ready, print_whole_rows
+
+if TYPE_CHECKING:
+    from ..study.reader import StoredStudy
 
 
 @dataclass
@@ -78,7 +81,7 @@ def cell_rows(report: StudyReport, storage: str, attrs: dict[str, Any]) -> list[
     return rows
 
 
-def compare(studies: list[tuple[optuna.Study, str]]) -> Comparison:
+def compare(studies: list[tuple[optuna.Study | StoredStudy, str]]) -> Comparison:
     """The studies (each with its storage URL) side by side. They must share the target
     metric (a column of AUCs beside RMSEs would compare nothing); each row keeps its own
     study's threshold."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..study.workspace import ATTR_CONFIRMATION, ATTR_SKIP_REASON, ATTR_SPEC, OPTUNA_FIXED_PARAMS, load_model
+from ..study.attrs import ATTR_CONFIRMATION, ATTR_SKIP_REASON, ATTR_SPEC, OPTUNA_FIXED_PARAMS
 from .metrics import METRICS, Scorer
 
 if TYPE_CHECKING:
@@ -118,6 +118,8 @@ def confirm_depth(ctx, study: optuna.Study, family: str, depth: int) -> Confirma
     stored = confirmations(study).get((family, depth))
     if stored is not None and stored.trial == best.number:
         return stored
+    from ..study.workspace import load_model  # torch: only where a candidate is scored
+
     model, saved = load_model(path, ctx.device)
     valid, test = ctx.split("valid"), ctx.split("test")
     seed, n_boot = config.study.seed, config.target.bootstrap

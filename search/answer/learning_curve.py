@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..study.workspace import ATTR_SPEC, ATTR_TRAIN_SECONDS, ATTR_VAL_METRICS
+from ..study.attrs import ATTR_SPEC, ATTR_TRAIN_SECONDS, ATTR_VAL_METRICS
 from .metrics import METRICS
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)

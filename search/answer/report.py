@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..study.workspace import (
+from ..study.attrs import (
     ATTR_LEARNING_CURVE,
     ATTR_N_PARAMS,
     ATTR_SKIP_REASON,
@@ -31,6 +31,9 @@ from ..study.workspace import (
 from .confirm import Confirmation, confirmations
 from .learning_curve import LearningCurve, describe
 from .metrics import METRICS
+
+if TYPE_CHECKING:
+    from ..study.reader import StoredStudy
 
 
 @dataclass
@@ -108,7 +111,7 @@ def learning_curve_key(family: str, depth: int) -> str:
     return f"{ATTR_LEARNING_CURVE}:{family}:{depth}"
 
 
-def build_report(study: optuna.Study) -> StudyReport:
+def build_report(study: optuna.Study | StoredStudy) -> StudyReport:
     attrs = study.user_attrs
     metric_name = attrs.get(ATTR_TARGET_METRIC, "spike_auc")
     threshold = float(attrs.get(ATTR_TARGET_THRESHOLD, 0.99))

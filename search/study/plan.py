@@ -32,7 +32,7 @@ from ..answer.metrics import METRICS
 from ..config import Config
 from ..errors import UserError
 from ..signals import describe
-from .workspace import (
+from .attrs import (
     ATTR_DATASET_HASH,
     ATTR_FAIL_REASON,
     ATTR_FAMILIES,
@@ -43,9 +43,8 @@ from .workspace import (
     ATTR_TARGET_METRIC,
     ATTR_TARGET_THRESHOLD,
     OPTUNA_FIXED_PARAMS,
-    first_attempt,
-    storage_of,
 )
+from .workspace import first_attempt, storage_of
 
 log = logging.getLogger(__name__)
 PLAN_KEYS = ("family", "depth", "repeat")

@@ -26,8 +26,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..answer.metrics import METRICS, VOLTAGE_CEILING_MV
 from ..answer.report import StudyReport, json_ready
+from ..study.attrs import ATTR_REGISTERED_MODEL
 from ..study.retry import never_fails
-from ..study.workspace import ATTR_REGISTERED_MODEL
 from .export import register_model, registered_name
 from .tracker import Tracker
 

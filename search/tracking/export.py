@@ -38,7 +38,8 @@ from ..answer.report import build_report
 from ..config import Config
 from ..errors import UserError
 from ..preflight import writable_folder
-from ..study.workspace import ATTR_DATASET_PATH, Workspace, load_model, load_study, study_uid
+from ..study.attrs import ATTR_DATASET_PATH
+from ..study.workspace import Workspace, load_model, load_study, study_uid
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)

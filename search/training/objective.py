@@ -24,8 +24,7 @@ from neurosearch.spaces import FAMILIES, Family, InputMeta, get_family, n_params
 from ..answer.confirm import confirmed_passes
 from ..answer.metrics import METRICS
 from ..config import Config
-from ..study.plan import TrialFailed, TrialSkipped, suggest_slot
-from ..study.workspace import (
+from ..study.attrs import (
     ATTR_BEST_EPOCH,
     ATTR_DEVICE,
     ATTR_MLFLOW_RUN_ID,
@@ -37,9 +36,9 @@ from ..study.workspace import (
     ATTR_TRAIN_SECONDS,
     ATTR_VAL_METRICS,
     ATTR_WORKER,
-    Workspace,
-    save_model,
 )
+from ..study.plan import TrialFailed, TrialSkipped, suggest_slot
+from ..study.workspace import Workspace, save_model
 from ..tracking.artifacts import log_trial_artifacts
 from ..tracking.monitor import SystemMetrics
 from ..tracking.tracker import Tracker
