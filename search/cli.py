@@ -77,13 +77,16 @@ def _options(
     pass
 
 
-def _command(function: Callable[..., None]) -> Callable[..., None]:
+def _command(function: Callable[..., None] | None = None, *, name: str | None = None) -> Any:
     """A command whose whole body answers a signal: Ctrl-C or SIGTERM (``signals``) ends it
     with one line and exit code 130 or 143 (the shell's convention, 128 + the signal), and
     so does one held while the command line started (its imports).
 
     Caught here, inside the command, because the CLI framework would otherwise turn it
-    into a silent exit before ``main`` sees it."""
+    into a silent exit before ``main`` sees it. ``name``: the command's name, where it is
+    not the function's (``import``)."""
+    if function is None:
+        return functools.partial(_command, name=name)
 
     @functools.wraps(function)
     def body(*args: Any, **kwargs: Any) -> None:
@@ -93,7 +96,7 @@ def _command(function: Callable[..., None]) -> Callable[..., None]:
         except KeyboardInterrupt as interrupt:
             raise typer.Exit(_interrupted(interrupt)) from None
 
-    return app.command()(body)
+    return app.command(name)(body)
 
 
 def _interrupted(interrupt: KeyboardInterrupt) -> int:
@@ -186,11 +189,18 @@ def simulate(
     progress: ProgressOpt = True,
     part: PartOpt = None,
     calibrate_only: CalibrateOpt = False,
+    exchange: Annotated[Optional[Path], typer.Option(
+        "--exchange", metavar="FOLDER", help="Also write the dataset to FOLDER in the exchange format (one .npz per "
+        "simulation, with its split), for other tools.")] = None,
 ) -> None:
     """Generate (or find in the cache) the study's NEURON ground-truth dataset, or one step of it on a cluster."""
     if part is not None or calibrate_only:
         return _simulate_step(part, calibrate_only, config, set_, progress)
     cfg = _config(config, set_)
+    if cfg.data.dataset is not None and exchange is None:
+        raise UserError(f"this study trains on the imported dataset {cfg.data.dataset} ([data] dataset): "
+                        "nothing to simulate")
+    from .preflight import writable_folder
     from .runner import print_rates
     from .runner import simulate as make_dataset
 
@@ -210,6 +220,64 @@ def simulate(
     speed = dataset.wall_s_per_simulated_s
     if speed:
         console.print(f"NEURON cost: {speed:.2f} wall-seconds per simulated second on one core")
+    if exchange is not None:
+        from neurosearch.simulators.importing import export_dataset
+
+        written = export_dataset(dataset, writable_folder(exchange, "--exchange folder"))
+        console.print(f"wrote {len(written)} exchange files to {exchange}", highlight=False, soft_wrap=True)
+
+
+@_command(name="import")
+def import_(
+    fmt: Annotated[str, typer.Argument(
+        metavar="FORMAT", help="neuronio (Beniaguev et al.'s pickles) or exchange (one .npz per simulation; "
+        "see the README).")],
+    sources: Annotated[list[Path], typer.Argument(
+        metavar="PATH...", help="Files or folders to import. With --valid and --test, these are the training split.")],
+    valid: Annotated[Optional[list[Path]], typer.Option(
+        "--valid", help="Files or folders of the validation split (repeatable); give --test too.")] = None,
+    test: Annotated[Optional[list[Path]], typer.Option(
+        "--test", help="Files or folders of the test split (repeatable): the published test files stay test.")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="What reports call this ground truth (default: the first path's folder name).")] = None,
+    discard_ms: Annotated[Optional[int], typer.Option(
+        "--discard-ms", help="Drop the first N ms of each simulation (default: 500 for neuronio, as the anchors' "
+        "evaluation does; 0 for exchange).")] = None,
+    config: ConfigOpt = Path("search.toml"),
+    set_: SetOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Import ground truth you already hold (NeuronIO files, or any simulator's output in the exchange format) into a dataset a study searches on.
+
+    Without --valid/--test, simulations are split 50/25/25 (or as the exchange files say). An interrupted import resumes when the same command runs again. Then search on it with: neurosearch run --set 'data.dataset="<the folder it prints>"'.
+    """
+    if (valid is None) != (test is None):
+        raise UserError("give both --valid and --test (the anchors' own split), or neither (split 50/25/25)")
+    label = name or (sources[0].resolve().parent.name if sources[0].is_file() else sources[0].resolve().name)
+    from .config import safe_name
+
+    try:
+        safe_name("--name", label)
+    except ValueError as exc:
+        raise UserError(f"{exc} (give --name)") from None
+    cfg = _config(config, set_) if config.exists() else _config(None, set_)
+    from neurosearch.simulators.importing import find_sources, import_dataset
+
+    from .preflight import writable_folder
+    from .runner import print_rates
+    from .study.workspace import Workspace
+
+    split = "train" if valid is not None else None
+    files = find_sources(fmt.lower(), {split: sources, **({"valid": valid, "test": test} if valid is not None else {})})
+    folder = writable_folder(Workspace.of(cfg).datasets, "work_dir's dataset folder")
+    dataset = import_dataset(fmt.lower(), files, folder, name=label, discard_ms=discard_ms, progress=progress)
+    sizes = ", ".join(f"{s} {len(dataset.indices(s))}" for s in ("train", "valid", "test"))
+    console.print(f"dataset {dataset.path}: {len(dataset)} simulations × {dataset.duration_ms} ms "
+                  f"(after discarding {dataset.manifest['discard_ms']} ms), {dataset.n_inputs} inputs; {sizes}",
+                  highlight=False, soft_wrap=True)
+    print_rates(dataset, console)
+    console.print(f"search on it: neurosearch run --set 'data.dataset=\"{dataset.path}\"' "
+                  "(or [data] dataset = … in search.toml)", highlight=False, soft_wrap=True, markup=False)
 
 
 StudiesOpt = Annotated[Optional[list[str]], typer.Option(

@@ -164,6 +164,15 @@ class TrainingSection(_Section):
         return self
 
 
+class DataSection(_Section):
+    """Ground truth the user already holds, imported with ``neurosearch import``."""
+
+    dataset: Path | None = Field(
+        None, description="a dataset folder made by `neurosearch import`: the study trains on it, and [simulator] "
+        "is not used"
+    )
+
+
 #: ``[spaces.<family>]``: one optional section per registered family, each validated by
 #: the family's own Space model (so errors carry the full key path, spaces.tcn.widths).
 SpacesSection = create_model(
@@ -181,6 +190,7 @@ class Config(_Section):
     target: TargetSection = TargetSection()
     training: TrainingSection = TrainingSection()
     simulator: SimulationSpec = SimulationSpec()
+    data: DataSection = DataSection()
     spaces: SpacesSection = Field(default_factory=SpacesSection)  # type: ignore[valid-type]
 
     @model_validator(mode="after")
@@ -188,7 +198,7 @@ class Config(_Section):
         for name in self.study.families:
             if getattr(self.spaces, name) is None:
                 setattr(self.spaces, name, get_family(name).Space())
-        if self.simulator.duration_ms - self.simulator.discard_ms <= self.training.window_ms:
+        if self.data.dataset is None and self.simulator.duration_ms - self.simulator.discard_ms <= self.training.window_ms:
             raise ValueError(
                 "simulator: recorded length after the discard (duration_ms - discard_ms) must exceed training.window_ms"
             )
@@ -319,4 +329,6 @@ def load_config(path: Path | None, overrides: list[str] | None = None, values: d
     if "://" not in config.tracking.artifacts:
         config.tracking.artifacts = str(_resolve(base, config.tracking.artifacts))
     _resolve_custom(base, config)
+    if config.data.dataset is not None:
+        config.data.dataset = _resolve(base, config.data.dataset)
     return config

@@ -54,11 +54,27 @@ def print_rates(dataset: Dataset, console: Console) -> None:
 
 
 def simulate(config: Config, progress: bool = True) -> Dataset:
-    """The study's ground-truth dataset, generated once and then read from the cache
-    (``generate`` locks it: of workers started together, the first generates and the
-    others find the cache)."""
+    """The study's ground-truth dataset: the imported one ``[data] dataset`` names, or the
+    simulated one, generated once and then read from the cache (``generate`` locks it: of
+    workers started together, the first generates and the others find the cache)."""
+    if config.data.dataset is not None:
+        return open_imported(config)
     return generate(config.simulator, writable_folder(Workspace.of(config).datasets, "work_dir's dataset folder"),
                     progress=progress)
+
+
+def open_imported(config: Config) -> Dataset:
+    """The dataset ``[data] dataset`` names, checked against its checksums and long enough
+    for the training window."""
+    path = config.data.dataset
+    if not (path / "manifest.json").is_file():
+        raise UserError(f"[data] dataset {path} is not a dataset folder (no manifest.json): make one with "
+                        "`neurosearch import`")
+    dataset = Dataset.open(path)
+    if dataset.duration_ms <= config.training.window_ms:
+        raise UserError(f"[data] dataset {path.name} holds {dataset.duration_ms} ms per simulation, not longer than "
+                        f"training.window_ms ({config.training.window_ms}): lower window_ms")
+    return dataset
 
 
 def _study_run(study: optuna.Study, tracker: Tracker, config: Config) -> str:

@@ -150,8 +150,11 @@ class Dataset:
         return text + (f"; calibrated drive {scale[0]:.3g}–{scale[1]:.3g}× nominal" if scale else "")
 
     def cell(self) -> str:
-        """The simulated model as a user names it: ``l5pc``, or ``custom:<the builder's folder>``."""
+        """The simulated model as a user names it: ``l5pc``, ``custom:<the builder's folder>``,
+        or ``imported:<the name given to neurosearch import>``."""
         spec = self.manifest["spec"]
+        if spec.get("model") == "imported":
+            return f"imported:{spec.get('name')}"
         if spec.get("model") != "custom" or not spec.get("custom"):
             return str(spec.get("model"))
         return f"custom:{Path(spec['custom']['builder'].rsplit(':', 1)[0]).parent.name}"
