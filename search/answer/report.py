@@ -80,6 +80,9 @@ class StudyReport:
     trials: dict[str, int] = field(default_factory=dict)
     learning_curves: list[dict] = field(default_factory=list)
     scored: dict[str, dict[str, float]] = field(default_factory=dict)  # per split: simulations, spikes, mean rate
+    #: every trial with a validation value and a size: {family, depth, trial, n_params, value, front}; ``front``
+    #: marks the depth's Pareto front (no trial of that depth is both smaller and at least as good)
+    points: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Strict JSON: an undefined figure (NaN, e.g. the 1 Hz view of a split that never
@@ -164,7 +167,28 @@ def build_report(study: optuna.Study | StoredStudy) -> StudyReport:
         trials={k: v for k, v in counts.items() if v},
         learning_curves=curves,
         scored=_scored_data(confirmed),
+        points=_points(trials, metric.higher_is_better),
     )
+
+
+def _points(trials: list[FrozenTrial], higher_is_better: bool) -> list[dict[str, Any]]:
+    """Validation value against parameter count for every trial that has both, each
+    marked whether it lies on its depth's Pareto front: "shallowest" and "smallest" read
+    off one study."""
+    sign = 1.0 if higher_is_better else -1.0
+    points = []
+    for t in trials:
+        value, size = _best_value(t, higher_is_better), t.user_attrs.get(ATTR_N_PARAMS)
+        if value is not None and size is not None:
+            points.append({"family": t.params["family"], "depth": int(t.params["depth"]), "trial": t.number,
+                           "n_params": int(size), "value": float(value), "front": False})
+    for point in points:
+        point["front"] = not any(
+            other is not point and other["depth"] == point["depth"] and other["n_params"] <= point["n_params"]
+            and sign * other["value"] >= sign * point["value"]
+            and (other["n_params"], sign * other["value"]) != (point["n_params"], sign * point["value"])
+            for other in points)
+    return sorted(points, key=lambda p: (p["depth"], p["n_params"], p["trial"]))
 
 
 def _scored_data(confirmed: dict[tuple[str, int], Confirmation]) -> dict[str, dict[str, float]]:
@@ -179,8 +203,9 @@ def _scored_data(confirmed: dict[tuple[str, int], Confirmation]) -> dict[str, di
 
 
 def _winner(trials: list[FrozenTrial], metric_name: str, confirmed: dict[tuple[str, int], Confirmation]) -> Winner | None:
-    """The shallowest depth's candidate that passed on test (ties: better validation value);
-    else the confirmed candidate with the best validation value; else, before any
+    """Among candidates that passed on test: the shallowest, then the smallest (fewest
+    parameters: families compete at one depth), then the better validation value; else
+    the confirmed candidate with the best validation value; else, before any
     confirmation, the best finished trial (no test figures yet)."""
     metric = METRICS[metric_name]
     sign = 1.0 if metric.higher_is_better else -1.0
@@ -188,7 +213,8 @@ def _winner(trials: list[FrozenTrial], metric_name: str, confirmed: dict[tuple[s
     records = [c for c in confirmed.values() if c.trial in by_number and metric_name in c.valid]
     passing = [c for c in records if c.passes]
     if passing:
-        best = min(passing, key=lambda c: (c.depth, -sign * c.valid[metric_name][0]))
+        best = min(passing, key=lambda c: (c.depth, by_number[c.trial].user_attrs.get(ATTR_N_PARAMS) or float("inf"),
+                                           -sign * c.valid[metric_name][0]))
     elif records:
         best = max(records, key=lambda c: sign * c.valid[metric_name][0])
     else:
@@ -236,6 +262,18 @@ def frontier_table(report: StudyReport, families: list[str]) -> Table:
     return table
 
 
+def pareto_table(report: StudyReport, front: list[dict[str, Any]]) -> Table:
+    """Per depth, the smallest networks for their validation value: every trial no other
+    trial of its depth beats on both size and value (all trials: bench/MLflow's pareto plot)."""
+    table = Table(title=f"smallest networks per depth: validation {report.metric} against parameters "
+                        "(the Pareto front of each depth)")
+    for column in ("depth", "family", "trial", "params", f"best valid {report.metric}"):
+        table.add_column(column, justify="left" if column == "family" else "right")
+    for p in front:
+        table.add_row(str(p["depth"]), p["family"], str(p["trial"]), f"{p['n_params']:,}", _fmt(p["value"]))
+    return table
+
+
 def print_whole_rows(table: Table, console: Console, log_width: int) -> None:
     """Print ``table``; into a log file or a pipe at least ``log_width`` columns wide, so
     that rows stay whole (grep finds them)."""
@@ -278,6 +316,9 @@ def render(report: StudyReport, console: Console) -> None:
     families = list(report.shallowest)
     if len(families) > 1:
         console.print(frontier_table(report, families))
+    front = [p for p in report.points if p["front"]]
+    if front:
+        console.print(pareto_table(report, front))
     for family, depth in report.shallowest.items():
         if depth is None:
             best = max(

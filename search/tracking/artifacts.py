@@ -2,8 +2,9 @@
 
 Per trial run: learning curves, the ROC curve, a predicted-vs-NEURON trace of one
 held-out simulation, the architecture spec (JSON) and the saved model file.
-Per study run: the depth-frontier plot, the summary table (CSV + Markdown), the
-report (JSON) and the winner's test-split metrics.
+Per study run: the depth-frontier plot, the metric against parameter count per depth
+(the Pareto view), the summary table (CSV + Markdown), the report (JSON) and the
+winner's test-split metrics.
 
 Plots are drawn with matplotlib's object API on the Agg canvas (no pyplot state, so
 threads and worker processes never share a figure), and logged with
@@ -37,6 +38,7 @@ ROC = "roc_curve.png"
 TRACE = "voltage_trace.png"
 SPEC = "spec.json"
 FRONTIER = "depth_frontier.png"
+PARETO = "pareto_params.png"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 WINNER_TEST = "winner_test_metrics.json"
@@ -186,6 +188,46 @@ def plot_frontier(report: StudyReport, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_pareto(report: StudyReport, path: Path) -> Path:
+    """Validation metric against parameter count, every trial: a colour per depth, a marker
+    per family, each depth's Pareto front joined, the target as a line, the winner starred."""
+    metric = METRICS[report.metric]
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    depths = sorted({p["depth"] for p in report.points})
+    markers = dict(zip(sorted({p["family"] for p in report.points}), "osD^v<>"))
+    cmap = matplotlib_colormap("viridis", max(len(depths), 2))
+    for k, depth in enumerate(depths):
+        colour = cmap(k)
+        here = [p for p in report.points if p["depth"] == depth]
+        for family, marker in markers.items():
+            mine = [p for p in here if p["family"] == family]
+            if mine:
+                ax.scatter([p["n_params"] for p in mine], [p["value"] for p in mine], marker=marker, color=colour,
+                           alpha=0.75, s=36, label=f"depth {depth}, {family}")
+        front = sorted((p for p in here if p["front"]), key=lambda p: p["n_params"])
+        ax.step([p["n_params"] for p in front], [p["value"] for p in front], where="post", color=colour, linewidth=1)
+    op = "≥" if metric.higher_is_better else "≤"
+    ax.axhline(report.threshold, color="tab:red", linestyle="--", label=f"target {report.metric} {op} {report.threshold:g}")
+    winner = report.winner
+    if winner is not None and winner.n_params:
+        ax.scatter([winner.n_params], [winner.value], marker="*", s=260, color="gold", edgecolors="black", zorder=4,
+                   label=f"winner: trial {winner.trial}")
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters", ylabel=f"best validation {report.metric}",
+           title=f"study {report.study}: {report.metric} against size\n(colour: depth; lines: each depth's Pareto front)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="x-small")
+    return _save(fig, path)
+
+
+def matplotlib_colormap(name: str, n: int):
+    """``n`` evenly spaced colours of a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    return colormaps[name].resampled(n)
+
+
 COLUMNS = ("family", "depth", "best", "best_trial", "n_params", "candidate", "valid", "valid_low", "valid_high",
            "test", "test_low", "test_high", "test_auc_1hz", "test_auc_1hz_low", "test_auc_1hz_high",
            "fci", "fci_low", "fci_high", "complete", "pruned", "skipped", "failed", "pending", "train_seconds",
@@ -257,12 +299,13 @@ def write_summary_markdown(report: StudyReport, path: Path) -> Path:
 
 @never_fails("logging the study's artifacts to MLflow")
 def log_study_artifacts(tracker: Tracker, run_id: str, report: StudyReport) -> list[str]:
-    """Depth frontier, summary table (CSV + Markdown), report JSON and the winner's
+    """Depth frontier, metric against size (the Pareto view), summary table (CSV + Markdown), report JSON and the winner's
     test-split metrics on the study run (re-logged, i.e. replaced, on every report)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         files = [
             plot_frontier(report, folder / FRONTIER),
+            *([plot_pareto(report, folder / PARETO)] if report.points else []),
             write_summary_csv(report, folder / SUMMARY_CSV),
             write_summary_markdown(report, folder / SUMMARY_MD),
         ]
