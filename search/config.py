@@ -140,8 +140,12 @@ class TrainingSection(_Section):
     voltage_weight: float = Field(0.2, ge=0)
     device: str = "auto"
     amp: Literal["off", "bf16"] = "off"
-    pruning: Literal["depth-median", "none"] = "depth-median"
+    pruning: Literal["depth-median", "depth-halving", "none"] = Field(
+        "depth-median", description="depth-median: below the median of its family and depth after the warm-up; "
+        "depth-halving: successive halving among the trials of its family and depth (rungs at prune_warmup_epochs × "
+        "halving_factor^k epochs); none")
     prune_warmup_epochs: int = Field(2, ge=0)
+    halving_factor: int = Field(3, ge=2, description="depth-halving: a rung keeps the best 1/halving_factor")
 
     @field_validator("learning_rate")
     @classmethod

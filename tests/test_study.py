@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from neurosearch.search.config import load_config
 from neurosearch.search.study.plan import (
+    DepthHalvingPruner,
     DepthMedianPruner,
     TrialSkipped,
     enqueue_plan,
@@ -170,6 +171,33 @@ def test_depth_median_pruner_waits_for_peers_and_uses_the_best_epoch_so_far() ->
     assert not pruner.prune(study, study.trials[-1])
     _finished(study, 1, [0.72, 0.74], tell=False)
     assert pruner.prune(study, study.trials[-1])
+
+
+def _halving_history(pruner: optuna.pruners.BasePruner) -> tuple[optuna.Study, bool]:
+    """Depth 3 far better at the first rung, then the first depth-1 trial reaches it:
+    the study, and whether that trial is stopped."""
+    study = optuna.create_study(direction="maximize")
+    for value in (0.97, 0.96, 0.95):
+        _finished(study, 3, [value, value], tell=False)
+        pruner.prune(study, study.trials[-1])
+    _finished(study, 1, [0.50, 0.60], tell=False)
+    return study, pruner.prune(study, study.trials[-1])
+
+
+def test_depth_halving_pruner_promotes_the_best_of_its_own_depth_only() -> None:
+    # Optuna's successive halving, rungs at epochs 1, 3 (steps 1, 3), keeping the best third;
+    # unscoped, it stops the shallow trial for being worse than deeper ones
+    assert _halving_history(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))[1]
+    pruner = DepthHalvingPruner(min_epochs=1, reduction_factor=3)
+    study, stopped = _halving_history(pruner)
+    assert not stopped  # the first of its own depth at the rung: promoted
+    for value in (0.70, 0.80):  # better depth-1 peers at the rung: each promoted
+        _finished(study, 1, [0.5, value], tell=False)
+        assert not pruner.prune(study, study.trials[-1])
+    _finished(study, 1, [0.5, 0.55], tell=False)  # not in the best third of its depth's rung: stopped
+    assert pruner.prune(study, study.trials[-1])
+    _finished(study, 2, [0.1], tell=False)  # before the first rung nothing is judged
+    assert not pruner.prune(study, study.trials[-1])
 
 
 def _stuck_worker(storage_url: str, ready: "multiprocessing.synchronize.Event") -> None:

@@ -110,6 +110,54 @@ class DepthMedianPruner(BasePruner):
         return self.sign * current < self.sign * float(np.median(peers))
 
 
+class _SlotView:
+    """The study as one (family, depth) slot sees it: ``get_trials`` holds only that slot's
+    trials; everything else is the study's. What Optuna's own pruners read to compare a
+    trial with its peers."""
+
+    def __init__(self, study: optuna.Study, slot: tuple[Any, Any]) -> None:
+        self._study, self._slot = study, slot
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if (t.params.get("family"), t.params.get("depth")) == self._slot]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class DepthHalvingPruner(BasePruner):
+    """Optuna's successive halving (asynchronous, as in ASHA), with the trials of one family
+    and depth competing only with each other: at epochs ``min_epochs`` × factor^k, a trial
+    goes on only if it is among the best 1/factor of its slot's trials that reached that
+    rung, so weak configurations stop after a few epochs and a budget buys more of them.
+    Across depths, as ``DepthMedianPruner`` explains, comparing would destroy the evidence
+    per depth."""
+
+    def __init__(self, min_epochs: int, reduction_factor: int) -> None:
+        self._inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs,
+                                                             reduction_factor=reduction_factor)
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        slot = (trial.params.get("family"), trial.params.get("depth"))
+        return self._inner.prune(_SlotView(study, slot), trial)  # type: ignore[arg-type]
+
+
+#: the pruner each ``training.pruning`` builds, and why it stops a trial (the trial's prune reason)
+PRUNE_REASONS = {"depth-median": "below the median of its depth",
+                 "depth-halving": "not among the best of its depth at this rung (successive halving)"}
+
+
+def make_pruner(config: Config) -> BasePruner:
+    training = config.training
+    higher = METRICS[config.target.metric].higher_is_better
+    if training.pruning == "depth-median":
+        return DepthMedianPruner(training.prune_warmup_epochs, higher)
+    if training.pruning == "depth-halving":
+        return DepthHalvingPruner(max(1, training.prune_warmup_epochs), training.halving_factor)
+    return optuna.pruners.NopPruner()
+
+
 def worker_seed(seed: int) -> int:
     """A sampler seed for this process: the study seed mixed with host and process id."""
     return int(np.random.SeedSequence([seed, zlib.crc32(socket.gethostname().encode()), os.getpid()])
@@ -120,11 +168,7 @@ def open_study(config: Config, storage: RDBStorage, dataset_attrs: dict[str, Any
     """Create the study, or join it if it exists; returns (study, created_here)."""
     metric = METRICS[config.target.metric]
     sampler = optuna.samplers.TPESampler(seed=config.study.seed, n_startup_trials=4)  # the creator's
-    pruner: BasePruner = (
-        DepthMedianPruner(config.training.prune_warmup_epochs, metric.higher_is_better)
-        if config.training.pruning == "depth-median"
-        else optuna.pruners.NopPruner()
-    )
+    pruner = make_pruner(config)
     direction = "maximize" if metric.higher_is_better else "minimize"
     try:
         study = optuna.create_study(

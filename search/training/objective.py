@@ -37,7 +37,7 @@ from ..study.attrs import (
     ATTR_VAL_METRICS,
     ATTR_WORKER,
 )
-from ..study.plan import TrialFailed, TrialSkipped, suggest_slot
+from ..study.plan import PRUNE_REASONS, TrialFailed, TrialSkipped, suggest_slot
 from ..study.workspace import Workspace, save_model
 from ..tracking.artifacts import log_trial_artifacts
 from ..tracking.monitor import SystemMetrics
@@ -203,7 +203,7 @@ def _train(trial: optuna.Trial, ctx: StudyContext, trainer: Trainer, run_id: str
         )
         trial.report(result.metrics[metric], result.epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"epoch {result.epoch + 1}: below the median of its depth")
+            raise optuna.TrialPruned(f"epoch {result.epoch + 1}: {PRUNE_REASONS[ctx.config.training.pruning]}")
 
     trainer.fit(on_epoch=on_epoch, on_step=on_step)
 
