@@ -200,7 +200,7 @@ def simulate(
     if cfg.data.dataset is not None and exchange is None:
         raise UserError(f"this study trains on the imported dataset {cfg.data.dataset} ([data] dataset): "
                         "nothing to simulate")
-    from .preflight import writable_folder
+    from .folders import writable_folder
     from .runner import print_rates
     from .runner import simulate as make_dataset
 
@@ -263,14 +263,14 @@ def import_(
     cfg = _config(config, set_) if config.exists() else _config(None, set_)
     from neurosearch.simulators.importing import find_sources, import_dataset
 
-    from .preflight import writable_folder
-    from .runner import print_rates
-    from .study.workspace import Workspace
-
     split = "train" if valid is not None else None
     files = find_sources(fmt.lower(), {split: sources, **({"valid": valid, "test": test} if valid is not None else {})})
+    from .folders import writable_folder
+    from .study.workspace import Workspace
+
     folder = writable_folder(Workspace.of(cfg).datasets, "work_dir's dataset folder")
     dataset = import_dataset(fmt.lower(), files, folder, name=label, discard_ms=discard_ms, progress=progress)
+    from .runner import print_rates  # torch and MLflow (seconds): not before a bad file is found
     sizes = ", ".join(f"{s} {len(dataset.indices(s))}" for s in ("train", "valid", "test"))
     console.print(f"dataset {dataset.path}: {len(dataset)} simulations × {dataset.duration_ms} ms "
                   f"(after discarding {dataset.manifest['discard_ms']} ms), {dataset.n_inputs} inputs; {sizes}",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-
 #: the fix for a postgresql:// URL without its driver: the README's plain install leaves
 #: psycopg out, and Optuna's "Please install appropriate one." does not say which
 POSTGRES_DRIVER = (' (the PostgreSQL driver is missing: pip install "neurosearch[postgres]",'

@@ -9,7 +9,6 @@ training device) and tries every folder it will write, and each failure is one
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import probe
 from .config import Config
 from .errors import UserError, first_reason, mask_url, sqlite_file
+from .folders import writable_folder
 from .study.workspace import Workspace, open_storage
 from .tracking.tracker import Tracker
 from .training.train import resolve_device
@@ -35,19 +35,6 @@ class Ready:
     storage: RDBStorage
     tracker: Tracker
     device: torch.device
-
-
-def writable_folder(folder: Path, what: str) -> Path:
-    """``folder``, created if missing, after writing a file in it: the only test that holds
-    for root, read-only mounts and full disks alike (``os.access`` trusts the mode bits)."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UserError(f"{what} {folder} is not writable: {exc.strerror or exc}") from None
-    return folder
 
 
 def writable_file(path: Path, what: str) -> Path:

@@ -25,7 +25,8 @@ from .answer.metrics import METRICS
 from .answer.report import StudyReport, build_report, learning_curve_key, render
 from .config import Config
 from .errors import UserError, mask_url
-from .preflight import preflight, writable_folder
+from .folders import writable_folder
+from .preflight import preflight
 from .study.attrs import (
     ATTR_DATASET_HASH,
     ATTR_DATASET_PATH,

@@ -37,7 +37,7 @@ from neurosearch.spaces import get_family
 from ..answer.report import build_report
 from ..config import Config
 from ..errors import UserError
-from ..preflight import writable_folder
+from ..folders import writable_folder
 from ..study.attrs import ATTR_DATASET_PATH
 from ..study.workspace import Workspace, load_model, load_study, study_uid
 from .tracker import Tracker
