@@ -18,15 +18,14 @@ Appends a markdown section to bench/RESULTS.md (``--no-append``: print only).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results import heading, publish
 
 PLANS = {
     "present": {"study.trials_per_depth": 2, "training.pruning": "depth-median"},
@@ -118,7 +117,7 @@ def main() -> None:
         results = {name: run_plan(name, folder, sets) for name, sets in PLANS.items()}
     base = results["present"]["trial_s"]
     lines = [
-        f"\n## bench_cost — {dt.date.today()} — {platform.node()} ({platform.machine()}, {os.cpu_count()} cores)\n",
+        heading("bench_cost"),
         f"`python bench/bench_cost.py --model {args.model} --simulations {args.simulations} --duration-ms "
         f"{args.duration_ms} --families {' '.join(args.families)} --depths {' '.join(map(str, args.depths))} "
         f"--epochs {args.epochs} --seed {args.seed} --threshold {args.threshold}`: one dataset, one seed, each plan a whole `neurosearch run`.\n",
@@ -131,11 +130,7 @@ def main() -> None:
         settings = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in PLANS[name].items())
         lines.append(f"| {name} | {settings} | {states} | {result['trial_s']:.0f} | "
                      f"{result['trial_s'] / base:.2f} | {result['wall_s']:.0f} | {shallowest} | {per_depth} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_append:
-        with open(Path(__file__).parent / "RESULTS.md", "a") as handle:
-            handle.write(text)
+    publish(lines, append=not args.no_append)
 
 
 if __name__ == "__main__":

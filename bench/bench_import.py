@@ -16,11 +16,8 @@ Prints a markdown section and appends it to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 import pickle
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results import heading, publish
 
 SEGMENTS = 639
 EVENTS_PER_MS = 13.4  # the fixture's simulations: 40,287 input spikes in 3,000 ms
@@ -121,7 +119,7 @@ def main() -> None:
         plain = child(PLAIN, str(source))
     per_gib = 2**30 / 16
     lines = [
-        f"\n## bench_import — {dt.date.today()} — {platform.node()} ({platform.machine()}, {os.cpu_count()} cores)\n",
+        heading("bench_import"),
         f"`python bench/bench_import.py --simulations {args.simulations} --seconds {args.seconds}` — one synthetic "
         f"NeuronIO file of {args.simulations} × {args.seconds} s with dendritic voltages, {size_mib:,.0f} MiB "
         f"({f'written in {made_s:.0f} s' if made_s >= 1 else 'written earlier'}), imported in a fresh process.\n",
@@ -137,11 +135,7 @@ def main() -> None:
         f"{per_gib / (ours['events'] / ours['simulations']):,.0f} simulations like these "
         f"({ours['events'] / ours['simulations']:,.0f} spikes each) per GiB.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_append:
-        with open(Path(__file__).parent / "RESULTS.md", "a") as handle:
-            handle.write(text)
+    publish(lines, append=not args.no_append)
 
 
 if __name__ == "__main__":
