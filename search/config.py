@@ -54,6 +54,10 @@ class StudySection(_Section):
     trials_per_depth: int = Field(2, ge=1)
     seed: int = 0
     skip_deeper_once_passing: bool = True
+    stop_settled_depths: bool = Field(
+        True, description="a depth stops once its candidate's 95% validation interval lies wholly above the threshold "
+        "(it is then confirmed on test) or, after settle_after finished trials, wholly below it")
+    settle_after: int = Field(2, ge=1, description="trials a depth finishes before it may be settled as short")
     learning_curve: bool = Field(
         True, description="when a family passes nowhere, measure its best depth's learning curve to say what a pass needs"
     )

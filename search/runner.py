@@ -23,6 +23,7 @@ from .answer import learning_curve
 from .answer.confirm import confirm_depth, confirmations, depth_finished
 from .answer.metrics import METRICS
 from .answer.report import StudyReport, build_report, learning_curve_key, render
+from .answer.settle import PASSES, settle, settlement
 from .config import Config
 from .errors import UserError, mask_url
 from .folders import writable_folder
@@ -146,7 +147,7 @@ def run(config: Config, console: Console, progress: bool = True, json_out: Path 
 
         def on_done(trial: FrozenTrial) -> None:
             bar.update(trials_task, completed=len(study.get_trials(deepcopy=False, states=finished)))
-            _confirm_if_finished(study, ctx, trial, bar.console)
+            _settle_or_confirm(study, ctx, trial, bar.console)
             value = "—" if trial.value is None else f"{trial.value:.4f}"
             # a retry inherits its dead attempt's user attrs: show a reason only for its own state
             reason = {
@@ -179,15 +180,24 @@ def run(config: Config, console: Console, progress: bool = True, json_out: Path 
     return report
 
 
-def _confirm_if_finished(study: optuna.Study, ctx: StudyContext, trial: FrozenTrial, console: Console) -> None:
-    """Once the last planned trial of a depth has finished, score the depth's candidate on
+def _settle_or_confirm(study: optuna.Study, ctx: StudyContext, trial: FrozenTrial, console: Console) -> None:
+    """After a trial of a depth: is the depth's answer settled (answer/settle.py)? Once it
+    is settled as passing, or its last planned trial has finished, score its candidate on
     test: a confirmed pass is what lets deeper slots of the family be skipped."""
     family, depth = trial.params.get("family"), trial.params.get("depth")
-    if family is None or not depth_finished(study, family, depth):
+    if family is None:
         return
+    before = settlement(study, family, depth)
+    settled = settle(ctx, study, family, depth)
+    metric, threshold = ctx.config.target.metric, ctx.config.target.threshold
+    if settled is not None and settled.settled and not (before is not None and before.settled):
+        console.print(escape(settled.reason(metric, threshold)) + ": its remaining trials are skipped",
+                      highlight=False, soft_wrap=True)
+    if not (depth_finished(study, family, depth) or (settled is not None and settled.verdict == PASSES)):
+        return
+    seen = confirmations(study).get((family, depth))
     record = confirm_depth(ctx, study, family, depth)
-    if record is not None:
-        metric = ctx.config.target.metric
+    if record is not None and record != seen:
         value, low, high = record.test[metric]
         console.print(f"{family} depth {depth}: candidate trial {record.trial} on the test split {metric} "
                       f"{value:.4f} [{low:.4f}, {high:.4f}] → {'passes' if record.passes else 'does not pass'}")

@@ -15,11 +15,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from neurosearch.search.answer.confirm import confirm_depth, confirmed_passes, depth_finished
 from neurosearch.search.answer.report import build_report
+from neurosearch.search.answer.settle import settle, settlement
 from neurosearch.search.config import load_config
-from neurosearch.search.study.plan import TrialSkipped
 from neurosearch.search.study.attrs import ATTR_N_PARAMS, ATTR_SPEC, ATTR_TARGET_METRIC, ATTR_TARGET_THRESHOLD
+from neurosearch.search.study.plan import TrialSkipped
 from neurosearch.search.study.workspace import Workspace, save_model
-from neurosearch.search.training.objective import StudyContext, _skip_if_shallower_passes
+from neurosearch.search.training.objective import StudyContext, _skip_if_settled
 from neurosearch.simulators import generate
 from neurosearch.spaces import get_family
 
@@ -73,7 +74,7 @@ def test_a_depth_does_not_pass_on_validation_alone(setup) -> None:
     assert row.best == 0.999 and not row.passes and row.test == record.test["spike_auc"]
     assert report.shallowest == {"tcn": None} and not report.winner.passes
     assert confirmed_passes(study, "tcn") == []
-    _skip_if_shallower_passes(_deeper_slot(study), ctx.config, "tcn", 2)  # does not skip
+    _skip_if_settled(_deeper_slot(study), ctx.config, "tcn", 2)  # does not skip
 
 
 def test_a_test_bound_that_clears_the_threshold_passes_and_skips_deeper(setup) -> None:
@@ -87,7 +88,7 @@ def test_a_test_bound_that_clears_the_threshold_passes_and_skips_deeper(setup) -
     assert report.shallowest == {"tcn": 1} and report.winner.passes and report.winner.trial == 0
     assert report.winner.intervals["test"]["spike_auc"][0] == record.test["spike_auc"][1]
     with pytest.raises(TrialSkipped, match="already passes at depth 1"):
-        _skip_if_shallower_passes(_deeper_slot(study), ctx.config, "tcn", 2)
+        _skip_if_settled(_deeper_slot(study), ctx.config, "tcn", 2)
 
 
 def test_a_depth_with_a_waiting_trial_is_not_finished(setup) -> None:
@@ -114,3 +115,66 @@ def test_confirm_seeds_retrain_the_candidate_and_each_must_pass(setup) -> None:
         assert not confirm_depth(ctx, strict, "tcn", 1).passes
     finally:
         ctx.config.target.confirm_seeds = 0
+
+
+# --------------------------------------------------------------------------- settling a depth (answer/settle.py)
+
+
+def _waiting_slot(study: optuna.Study, depth: int = 1) -> optuna.Trial:
+    study.enqueue_trial({"family": "tcn", "depth": depth, "repeat": 7})
+    return study.ask()
+
+
+def _pruned(study: optuna.Study) -> None:
+    """A second trial of depth 1, pruned at its first rung (it has no network)."""
+    study.add_trial(optuna.trial.create_trial(
+        params={"family": "tcn", "depth": 1, "repeat": 1, "lr": 1e-3},
+        distributions={"family": CategoricalDistribution(["tcn"]), "depth": IntDistribution(1, 64),
+                       "repeat": IntDistribution(0, 10_000), "lr": FloatDistribution(1e-4, 1e-1, log=True)},
+        state=optuna.trial.TrialState.PRUNED, intermediate_values={0: 0.4},
+    ))
+
+
+def test_a_depth_short_on_validation_is_settled_only_after_settle_after_trials(setup) -> None:
+    """The untrained network's whole validation interval lies below 0.99: one trial is not
+    enough to stop the depth (settle_after = 2), the second is; then the depth's remaining
+    slots are skipped, deeper ones are not, and the report marks the depth."""
+    ctx = setup["ctx"]
+    ctx.config.target.threshold = 0.99
+    ctx.config.study.settle_after = 2
+    study = _study(ctx, 0.99)
+    first = settle(ctx, study, "tcn", 1)
+    assert first.verdict == "open" and first.trial == 0 and first.finished == 1 and first.valid[2] < 0.99
+    _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)  # not settled: runs
+    _pruned(study)
+    second = settle(ctx, study, "tcn", 1)
+    assert second.verdict == "short" and second.finished == 2 and second.valid == first.valid  # scored once
+    assert settlement(study, "tcn", 1) == second
+    with pytest.raises(TrialSkipped, match=r"tcn depth 1 is settled \(short\).*wholly below 0.99 after 2 trial"):
+        _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)
+    _skip_if_settled(_deeper_slot(study), ctx.config, "tcn", 2)  # a miss at depth 1 says nothing of depth 2
+    assert build_report(study).rows[0].settled == "short"
+    assert confirmed_passes(study, "tcn") == []
+
+
+def test_a_depth_above_the_threshold_on_validation_is_settled_at_once(setup) -> None:
+    ctx = setup["ctx"]
+    ctx.config.target.threshold = 0.05  # the whole validation interval clears it
+    study = _study(ctx, 0.05)
+    record = settle(ctx, study, "tcn", 1)
+    assert record.verdict == "passes" and record.finished == 1 and record.valid[1] >= 0.05
+    with pytest.raises(TrialSkipped, match=r"settled \(passes\).*wholly above 0.05"):
+        _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)
+
+
+def test_settling_can_be_turned_off(setup) -> None:
+    """The former plan (every planned trial runs) stays available: bench/bench_cost.py's baseline."""
+    ctx = setup["ctx"]
+    ctx.config.target.threshold = 0.05
+    ctx.config.study.stop_settled_depths = False
+    try:
+        study = _study(ctx, 0.05)
+        assert settle(ctx, study, "tcn", 1) is None and settlement(study, "tcn", 1) is None
+        _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)
+    finally:
+        ctx.config.study.stop_settled_depths = True

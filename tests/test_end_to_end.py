@@ -123,17 +123,25 @@ def test_report_reads_several_studies_side_by_side(finished, tmp_path: Path) -> 
 
 
 def test_a_skipped_slot_is_reported_as_skipped_not_failed(finished, tmp_path: Path, tiny_toml) -> None:
-    """Depth 1 passes, so depth 2's slot is skipped: stored as FAIL for the sampler's sake,
-    but the progress line says SKIPPED and why, not FAIL."""
+    """Two trials per depth. Depth 1's first network clears the threshold on its whole
+    validation interval, so the depth is settled at once: confirmed on test, its second
+    trial skipped, and, as it passes, depth 2's slots too. Skipped slots are stored as
+    FAIL for the sampler's sake, but the progress lines say SKIPPED and why, not FAIL."""
     root, _ = finished
-    text = tiny_toml().replace("skip_deeper_once_passing = false", "skip_deeper_once_passing = true")
+    text = (tiny_toml().replace("skip_deeper_once_passing = false", "skip_deeper_once_passing = true")
+            .replace("trials_per_depth = 1", "trials_per_depth = 2"))
     (tmp_path / "search.toml").write_text(text)
     shutil.copytree(root / "state" / "datasets", tmp_path / "state" / "datasets")  # the same dataset, cached
     result = neurosearch("run", "--no-progress", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tcn: shallowest passing depth 1" in result.stdout, result.stdout
-    line = next(line for line in result.stdout.splitlines() if line.startswith("trial 1 tcn depth 2:"))
-    assert line.startswith("trial 1 tcn depth 2: SKIPPED tcn already passes") and "FAIL" not in line, line
+    lines = {int(m.group(1)): line for line in result.stdout.splitlines() if (m := re.match(r"trial (\d+) tcn", line))}
+    assert lines[0].startswith("trial 0 tcn depth 1: COMPLETE"), lines
+    assert lines[1].startswith("trial 1 tcn depth 1: SKIPPED tcn depth 1 is settled (passes)"), lines
+    for number in (2, 3):
+        assert lines[number].startswith(f"trial {number} tcn depth 2: SKIPPED tcn already passes"), lines
+    assert not any("FAIL" in line for line in lines.values())
+    assert "candidate trial 0 on the test split" in result.stdout
 
 
 def test_second_run_resumes_without_new_work(finished) -> None:

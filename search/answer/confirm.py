@@ -70,7 +70,7 @@ def confirmed_passes(study: optuna.Study, family: str) -> list[int]:
     return sorted(depth for (fam, depth), c in confirmations(study).items() if fam == family and c.passes)
 
 
-def _slot(trial: FrozenTrial) -> tuple[Any, Any]:
+def slot_of(trial: FrozenTrial) -> tuple[Any, Any]:
     """(family, depth) of a trial; a waiting one has only the values it was enqueued with."""
     params = trial.params or trial.system_attrs.get(OPTUNA_FIXED_PARAMS, {})
     return params.get("family"), params.get("depth")
@@ -78,7 +78,7 @@ def _slot(trial: FrozenTrial) -> tuple[Any, Any]:
 
 def depth_finished(study: optuna.Study, family: str, depth: int) -> bool:
     """No planned trial of this depth is waiting or running (on any worker)."""
-    return not any(_slot(t) == (family, depth) for t in study.get_trials(deepcopy=False, states=UNFINISHED))
+    return not any(slot_of(t) == (family, depth) for t in study.get_trials(deepcopy=False, states=UNFINISHED))
 
 
 def candidate(study: optuna.Study, family: str, depth: int, metric: str) -> FrozenTrial | None:
@@ -86,20 +86,20 @@ def candidate(study: optuna.Study, family: str, depth: int, metric: str) -> Froz
     sign = 1.0 if METRICS[metric].higher_is_better else -1.0
     done = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if _slot(t) == (family, depth) and t.value is not None and t.value == t.value
+        if slot_of(t) == (family, depth) and t.value is not None and t.value == t.value
         and ATTR_SKIP_REASON not in t.user_attrs
     ]
     return max(done, key=lambda t: sign * t.value, default=None)
 
 
-def _scorer(model, data, settings, saved: dict) -> Scorer:
+def score_network(model, data, settings, saved: dict) -> Scorer:
     from ..training.train import predict  # here, not at import: `report` reads confirmations without torch
 
     pred = predict(model, data, settings, saved["v_mean"], saved["v_std"])
     return Scorer(pred.spike_prob, pred.spike_true, pred.v_pred, pred.v_true)
 
 
-def _scored(scorer: Scorer, n_boot: int, seed: int) -> dict[str, list[float]]:
+def with_intervals(scorer: Scorer, n_boot: int, seed: int) -> dict[str, list[float]]:
     point, interval = scorer.metrics(), scorer.intervals(n_boot, seed=seed)
     return {name: [point[name], *interval[name]] for name in point}
 
@@ -123,13 +123,13 @@ def confirm_depth(ctx, study: optuna.Study, family: str, depth: int) -> Confirma
     model, saved = load_model(path, ctx.device)
     valid, test = ctx.split("valid"), ctx.split("test")
     seed, n_boot = config.study.seed, config.target.bootstrap
-    scorers = {split: _scorer(model, data, config.training, saved) for split, data in (("valid", valid), ("test", test))}
+    scorers = {split: score_network(model, data, config.training, saved) for split, data in (("valid", valid), ("test", test))}
     record = Confirmation(
         family=family,
         depth=depth,
         trial=best.number,
-        valid=_scored(scorers["valid"], n_boot, seed),
-        test=_scored(scorers["test"], n_boot, seed),
+        valid=with_intervals(scorers["valid"], n_boot, seed),
+        test=with_intervals(scorers["test"], n_boot, seed),
         passes=False,
         n_valid=len(valid),
         n_test=len(test),
@@ -141,7 +141,7 @@ def confirm_depth(ctx, study: optuna.Study, family: str, depth: int) -> Confirma
         if not record.passes:
             break
         again = _retrained(ctx, best, seed_offset=k)
-        record.seeds.append(_scored(_scorer(again, test, config.training, saved), n_boot, seed))
+        record.seeds.append(with_intervals(score_network(again, test, config.training, saved), n_boot, seed))
         record.passes = _clears(record.seeds[-1], metric, config.target.threshold)
     study.set_user_attr(confirmation_key(family, depth), record.to_dict())
     return record

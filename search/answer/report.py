@@ -31,6 +31,7 @@ from ..study.attrs import (
 from .confirm import Confirmation, confirmations
 from .learning_curve import LearningCurve, describe
 from .metrics import METRICS
+from .settle import settlement
 
 if TYPE_CHECKING:
     from ..study.reader import StoredStudy
@@ -55,6 +56,7 @@ class DepthRow:
     passes: bool = False  # the test interval's pessimistic end clears the threshold
     test_1hz: list[float] | None = None  # candidate's spike AUC on test normalised to 1 Hz, [value, low, high]
     fci: list[float] | None = None  # the Functional Complexity Index of that AUC, [value, low, high]
+    settled: str | None = None  # "passes" or "short": the depth stopped before its planned trials were spent
 
 
 @dataclass
@@ -150,6 +152,10 @@ def build_report(study: optuna.Study | StoredStudy) -> StudyReport:
                                 row.n_params)
             row.valid, row.test = record.valid[metric_name], record.test[metric_name]
             row.test_1hz, row.fci = record.test.get("spike_auc_1hz"), record.test.get("fci")
+    for (family, depth), row in rows.items():
+        record = settlement(study, family, depth)
+        if record is not None and record.settled:
+            row.settled = record.verdict
     ordered = sorted(rows.values(), key=lambda r: (r.family, r.depth))
     shallowest: dict[str, int | None] = {}
     for row in ordered:
@@ -301,10 +307,12 @@ def render(report: StudyReport, console: Console) -> None:
             row.family, str(row.depth), _fmt(row.best), "—" if row.candidate is None else f"trial {row.candidate}",
             fmt_interval(row.valid), fmt_interval(row.test), fmt_interval(row.test_1hz), fmt_interval(row.fci),
             "—" if row.n_params is None else f"{row.n_params:,}",
-            f"{row.complete}/{row.pruned}/{row.skipped}/{row.failed}/{row.pending}", f"{row.seconds:.0f}",
+            f"{row.complete}/{row.pruned}/{row.skipped}/{row.failed}/{row.pending}"
+            + {"passes": " †", "short": " ‡"}.get(row.settled or "", ""), f"{row.seconds:.0f}",
             "[green]yes[/green]" if row.passes else ("no" if row.test else "—"),
         )
-    table.caption = ("trials: complete / pruned / skipped (a shallower depth passed) / failed / waiting or running;\n"
+    table.caption = ("trials: complete / pruned / skipped (a shallower depth passed, or the depth was settled: "
+                     "† above, ‡ below the threshold on validation) / failed / waiting or running;\n"
                      "candidate: the depth's best trial on validation, scored once on the test split;\n"
                      "AUC at 1 Hz: the test split with whole simulations reweighted to a mean output rate of 1 Hz, "
                      "comparable across cells;\nFCI = log10(1000(1 − that AUC)) / 2: 1 at AUC 0.9, 0 at 0.999")

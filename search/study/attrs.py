@@ -39,7 +39,7 @@ ATTR_RESUMED_EPOCHS = "resumed_epochs"
 #: trial: the best validation epoch and its metrics
 ATTR_BEST_EPOCH = "best_epoch"
 ATTR_VAL_METRICS = "val_metrics"
-#: trial: why it was skipped (a shallower depth passed), pruned or failed
+#: trial: why it was skipped (a shallower depth passed, or its depth was settled), pruned or failed
 ATTR_SKIP_REASON = "skip_reason"
 ATTR_PRUNE_REASON = "prune_reason"
 ATTR_FAIL_REASON = "fail_reason"
@@ -48,5 +48,8 @@ ATTR_FAIL_REASON = "fail_reason"
 ATTR_CONFIRMATION = "confirmation"
 #: study: prefix of "learning_curve:<family>:<depth>", its fitted learning curve
 ATTR_LEARNING_CURVE = "learning_curve"
+#: study: prefix of "settled:<family>:<depth>", a depth's candidate on validation and whether
+#: that settles the depth's answer before its planned trials are spent (search/answer/settle.py)
+ATTR_SETTLED = "settled"
 #: trial system attribute written by Optuna's ``enqueue_trial``: the slot's fixed params
 OPTUNA_FIXED_PARAMS = "fixed_params"

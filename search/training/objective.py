@@ -23,6 +23,7 @@ from neurosearch.spaces import FAMILIES, Family, InputMeta, get_family, n_params
 
 from ..answer.confirm import confirmed_passes
 from ..answer.metrics import METRICS
+from ..answer.settle import settlement
 from ..config import Config
 from ..study.attrs import (
     ATTR_BEST_EPOCH,
@@ -95,7 +96,7 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         family_name, depth = suggest_slot(trial, sorted(FAMILIES))
-        _skip_if_shallower_passes(trial, ctx.config, family_name, depth)  # before the sampler draws anything
+        _skip_if_settled(trial, ctx.config, family_name, depth)  # before the sampler draws anything
         lr = trial.suggest_float("lr", *ctx.config.training.learning_rate, log=True)
         candidate = _build(trial, ctx, get_family(family_name), depth, lr)
         if on_start is not None:
@@ -129,13 +130,18 @@ def make_objective(
     return objective
 
 
-def _skip_if_shallower_passes(trial: optuna.Trial, config: Config, family: str, depth: int) -> None:
-    """Skip a slot deeper than a depth its family has passed at, confirmed on test."""
-    if not config.study.skip_deeper_once_passing:
-        return
-    shallower = [d for d in confirmed_passes(trial.study, family) if d < depth]
-    if shallower:
-        raise TrialSkipped(f"{family} already passes at depth {min(shallower)} (confirmed on the test split)")
+def _skip_if_settled(trial: optuna.Trial, config: Config, family: str, depth: int) -> None:
+    """Skip a slot whose answer is known: its family passes at a shallower depth,
+    confirmed on test (``skip_deeper_once_passing``), or its own depth is settled
+    (``stop_settled_depths``, answer/settle.py)."""
+    if config.study.skip_deeper_once_passing:
+        shallower = [d for d in confirmed_passes(trial.study, family) if d < depth]
+        if shallower:
+            raise TrialSkipped(f"{family} already passes at depth {min(shallower)} (confirmed on the test split)")
+    if config.study.stop_settled_depths:
+        record = settlement(trial.study, family, depth)
+        if record is not None and record.settled:
+            raise TrialSkipped(record.reason(config.target.metric, config.target.threshold))
 
 
 def _build(trial: optuna.Trial, ctx: StudyContext, family: Family, depth: int, lr: float) -> Candidate:
