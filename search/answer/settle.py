@@ -9,6 +9,8 @@ is often clear long before they are spent. After each trial of a depth finishes,
 - ``passes``: the interval's pessimistic end clears the threshold. More configurations
   could only widen the candidate's margin, so the depth goes to the test split now
   (its one look there, as at the end of a depth) and its remaining trials are skipped.
+  The same test ends a trial's training at the first epoch whose network clears it
+  (``target_cleared``): more epochs would only widen the margin too.
 - ``short``: once ``study.settle_after`` of its trials have finished, even the interval's
   optimistic end misses the threshold: the best network the depth has produced falls
   short at the precision the validation split allows, so the rest of its budget would
@@ -23,14 +25,18 @@ and a resumed run, skips the same slots.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
 from ..study.attrs import ATTR_SETTLED, ATTR_SKIP_REASON
 from .confirm import candidate, score_network, slot_of, with_intervals
-from .metrics import METRICS
+from .metrics import METRICS, Metric, Scorer
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..training.train import Prediction
 
 OPEN, PASSES, SHORT = "open", "passes", "short"
 
@@ -102,14 +108,43 @@ def settle(ctx: Any, study: optuna.Study, family: str, depth: int) -> Settlement
         scorer = score_network(model, ctx.split("valid"), config.training, saved)
         valid = with_intervals(scorer, config.target.bootstrap, config.study.seed)[metric.name]
     finished = finished_trials(study, family, depth)
-    low, high = valid[1], valid[2]
-    pessimistic, optimistic = (low, high) if metric.higher_is_better else (high, low)
     verdict = OPEN
-    if pessimistic == pessimistic and metric.passes(pessimistic, config.target.threshold):
+    if _above(valid, metric, config.target.threshold):
         verdict = PASSES
-    elif (finished >= config.study.settle_after and optimistic == optimistic
-          and not metric.passes(optimistic, config.target.threshold)):
+    elif finished >= config.study.settle_after and _below(valid, metric, config.target.threshold):
         verdict = SHORT
     record = Settlement(family, depth, best.number, [float(v) for v in valid], finished, verdict)
     study.set_user_attr(settlement_key(family, depth), asdict(record))
     return record
+
+
+def _above(figures: list[float], metric: Metric, threshold: float) -> bool:
+    """``[value, low, high]`` lies wholly on the passing side of the threshold (NaN never does)."""
+    pessimistic = figures[1] if metric.higher_is_better else figures[2]
+    return bool(pessimistic == pessimistic and metric.passes(pessimistic, threshold))
+
+
+def _below(figures: list[float], metric: Metric, threshold: float) -> bool:
+    """``[value, low, high]`` lies wholly on the failing side of the threshold."""
+    optimistic = figures[2] if metric.higher_is_better else figures[1]
+    return bool(optimistic == optimistic and not metric.passes(optimistic, threshold))
+
+
+def target_cleared(config: Config) -> Callable[[Prediction], bool] | None:
+    """For a trial in training: does the network it holds now clear the target on its whole
+    validation interval (what settles a depth as passing)? Bootstrapped only once the
+    point value clears the threshold, so a network short of it costs nothing. None when
+    ``study.stop_settled_depths`` is off."""
+    if not config.study.stop_settled_depths:
+        return None
+    metric, threshold = METRICS[config.target.metric], config.target.threshold
+
+    def enough(prediction: Prediction) -> bool:
+        point = prediction.metrics.get(metric.name, float("nan"))
+        if not (point == point and metric.passes(point, threshold)):
+            return False
+        scorer = Scorer(prediction.spike_prob, prediction.spike_true, prediction.v_pred, prediction.v_true)
+        low, high = scorer.intervals(config.target.bootstrap, seed=config.study.seed)[metric.name]
+        return _above([point, low, high], metric, threshold)
+
+    return enough

@@ -23,7 +23,7 @@ from neurosearch.spaces import FAMILIES, Family, InputMeta, get_family, n_params
 
 from ..answer.confirm import confirmed_passes
 from ..answer.metrics import METRICS
-from ..answer.settle import settlement
+from ..answer.settle import settlement, target_cleared
 from ..config import Config
 from ..study.attrs import (
     ATTR_BEST_EPOCH,
@@ -211,7 +211,7 @@ def _train(trial: optuna.Trial, ctx: StudyContext, trainer: Trainer, run_id: str
         if trial.should_prune():
             raise optuna.TrialPruned(f"epoch {result.epoch + 1}: {PRUNE_REASONS[ctx.config.training.pruning]}")
 
-    trainer.fit(on_epoch=on_epoch, on_step=on_step)
+    trainer.fit(on_epoch=on_epoch, on_step=on_step, enough=target_cleared(ctx.config))
 
 
 def _keep_best(trial: optuna.Trial, ctx: StudyContext, trainer: Trainer, candidate: Candidate, run_id: str) -> float:

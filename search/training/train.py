@@ -186,9 +186,12 @@ class Trainer:
         self,
         on_epoch: Callable[[EpochResult], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        enough: Callable[[Prediction], bool] | None = None,
     ) -> list[EpochResult]:
         """Train the remaining epochs; ``on_epoch`` sees each epoch's validation metrics.
-        Stops early once the best epoch is ``patience`` epochs old."""
+        Stops early once the best epoch is ``patience`` epochs old, or once ``enough``
+        says an epoch's validation predictions already settle the question (a network
+        that clears the target with confidence need not train on)."""
         s = self.settings
         steps = self.steps_per_epoch
         for epoch in range(len(self.history), s.epochs):
@@ -211,7 +214,9 @@ class Trainer:
             train_loss = float(total) / steps
             if not np.isfinite(train_loss):
                 raise NonFiniteLoss(f"training loss became {train_loss} in epoch {epoch + 1}")
-            metrics = self.predict(self.valid_data).metrics
+            prediction = self.predict(self.valid_data)
+            metrics = prediction.metrics
+            reached = enough is not None and enough(prediction)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
@@ -222,6 +227,8 @@ class Trainer:
             self._save()
             if on_epoch is not None:
                 on_epoch(result)
+            if reached:
+                break
         return self.history
 
     @property
