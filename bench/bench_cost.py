@@ -1,16 +1,19 @@
 """Cost to answer: the same study question under two search plans, on the same dataset and seed.
 
 Each plan is a whole `neurosearch run` (real processes, one shared dataset cache, one
-SQLite file, its own study): the present plan (``trials_per_depth`` full trials per
-family and depth, pruned only below the median of their depth) against successive
-halving within each family and depth (``training.pruning = "depth-halving"``) with more
-configurations per depth. Reported per plan: trials by state, the **trial-seconds**
-(the sum of every trial's training time, what a GPU budget pays), the wall time, and the
-answer (per family the shallowest passing depth, and each depth's confirmed candidate
-with its test interval), so "the same answer for less" can be read off one table.
+SQLite file, its own study): the former plan (3 full trials per family and depth, pruned
+only below the median of their depth, every planned trial run) against the shipped search
+(successive halving within each family and depth, a trial stopped once its network clears
+the target on validation, a depth stopped once its answer is settled; search.toml).
+Reported per plan: trials by state, the **trial-seconds** (the sum of every trial's
+training time, what a GPU budget pays), the wall time, and the answer (per family the
+shallowest passing depth, and each depth's confirmed candidate with its test interval),
+so "the same answer for less" can be read off one table; then how the ratio grows with
+the families and depths searched (prefixes of the same two runs: each family and depth
+is its own competition, so its trial-seconds do not depend on the others').
 
-    python bench/bench_cost.py                                    # AMPA cell, 96 × 3 s, TCN and MLP, depths 1–3
-    python bench/bench_cost.py --families tcn mlp deep_unit --depths 1 2 3 4 --simulations 192
+    python bench/bench_cost.py                                    # AMPA cell, 96 × 3 s, every family, depths 1–3
+    python bench/bench_cost.py --threshold 0.97 --depths 1 2 3 4
 
 Appends a markdown section to bench/RESULTS.md (``--no-append``: print only).
 """
@@ -28,9 +31,10 @@ from pathlib import Path
 from results import heading, publish
 
 PLANS = {
-    "present": {"study.trials_per_depth": 2, "training.pruning": "depth-median"},
-    "halving": {"study.trials_per_depth": 4, "training.pruning": "depth-halving", "training.halving_factor": 2,
-                "training.prune_warmup_epochs": 1},
+    "former": {"study.trials_per_depth": 3, "training.pruning": "depth-median", "training.prune_warmup_epochs": 2,
+               "study.stop_settled_depths": False},
+    "shipped": {"study.trials_per_depth": 2, "training.pruning": "depth-halving", "training.halving_factor": 3,
+                "training.prune_warmup_epochs": 1, "study.stop_settled_depths": True, "study.settle_after": 2},
 }
 
 
@@ -98,7 +102,7 @@ def main() -> None:
     parser.add_argument("--model", default="l5pc_ampa")
     parser.add_argument("--simulations", type=int, default=96)
     parser.add_argument("--duration-ms", type=int, default=3000)
-    parser.add_argument("--families", nargs="+", default=["tcn", "mlp"])
+    parser.add_argument("--families", nargs="+", default=["tcn", "mlp", "deep_unit"])
     parser.add_argument("--depths", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -115,13 +119,13 @@ def main() -> None:
         if made.returncode != 0:
             raise SystemExit(made.stdout + made.stderr)
         results = {name: run_plan(name, folder, sets) for name, sets in PLANS.items()}
-    base = results["present"]["trial_s"]
+    base = results["former"]["trial_s"]
     lines = [
         heading("bench_cost"),
         f"`python bench/bench_cost.py --model {args.model} --simulations {args.simulations} --duration-ms "
         f"{args.duration_ms} --families {' '.join(args.families)} --depths {' '.join(map(str, args.depths))} "
         f"--epochs {args.epochs} --seed {args.seed} --threshold {args.threshold}`: one dataset, one seed, each plan a whole `neurosearch run`.\n",
-        "| plan | settings | trials c/p/f | trial-seconds | of present | wall s | shallowest passing | "
+        "| plan | settings | trials c/p/f | trial-seconds | of former | wall s | shallowest passing | "
         "candidates on test [95%] |",
         "| --- | --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
@@ -130,7 +134,44 @@ def main() -> None:
         settings = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in PLANS[name].items())
         lines.append(f"| {name} | {settings} | {states} | {result['trial_s']:.0f} | "
                      f"{result['trial_s'] / base:.2f} | {result['wall_s']:.0f} | {shallowest} | {per_depth} |")
+    former, shipped = (results[k]["report"] for k in ("former", "shipped"))
+    same = former["shallowest"] == shipped["shallowest"]
+    lines += ["", f"Same answer (shallowest passing depth per family): **{'yes' if same else 'no'}**"
+              f" (former {former['shallowest']}, shipped {shipped['shallowest']}); {overlap(former, shipped)}.", "",
+              "Shipped trial-seconds as a fraction of the former plan's, by the families and depths searched:", "",
+              *growth(former, shipped, args.families, args.depths)]
     publish(lines, append=not args.no_append)
+
+
+def overlap(former: dict, shipped: dict) -> str:
+    """Whether each depth's two candidates agree within their test intervals (the
+    intervals overlap): the same answer, not just the same verdict."""
+    tests = {plan: {(r["family"], r["depth"]): r["test"] for r in report["rows"] if r.get("test")}
+             for plan, report in (("former", former), ("shipped", shipped))}
+    both = sorted(set(tests["former"]) & set(tests["shipped"]))
+    apart = [f"{f} {d}" for f, d in both
+             if tests["former"][(f, d)][2] < tests["shipped"][(f, d)][1]
+             or tests["shipped"][(f, d)][2] < tests["former"][(f, d)][1]]
+    return (f"of {len(both)} depths confirmed by both, the test intervals of "
+            + (f"{', '.join(apart)} do not overlap" if apart else "every pair overlap"))
+
+
+def growth(former: dict, shipped: dict, families: list[str], depths: list[int]) -> list[str]:
+    """Trial-seconds of the shipped search as a fraction of the former plan's, for the
+    first m families and the depths up to d: how the saving grows as a study widens."""
+    def seconds(report: dict, fams: list[str], deepest: int) -> float:
+        return sum(r["seconds"] for r in report["rows"] if r["family"] in fams and r["depth"] <= deepest)
+
+    lines = ["| families searched | " + " | ".join(f"depths ≤ {d}" for d in depths) + " |",
+             "| --- | " + " | ".join("---:" for _ in depths) + " |"]
+    for m in range(1, len(families) + 1):
+        fams = families[:m]
+        cells = []
+        for d in depths:
+            base = seconds(former, fams, d)
+            cells.append(f"{seconds(shipped, fams, d) / base:.2f}" if base else "—")
+        lines.append(f"| {', '.join(fams)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from .answer import learning_curve
 from .answer.confirm import confirm_depth, confirmations, depth_finished
 from .answer.metrics import METRICS
 from .answer.report import StudyReport, build_report, learning_curve_key, render
-from .answer.settle import PASSES, settle, settlement
+from .answer.settle import ABOVE, settle, settlement
 from .config import Config
 from .errors import UserError, mask_url
 from .folders import writable_folder
@@ -193,7 +193,7 @@ def _settle_or_confirm(study: optuna.Study, ctx: StudyContext, trial: FrozenTria
     if settled is not None and settled.settled and not (before is not None and before.settled):
         console.print(escape(settled.reason(metric, threshold)) + ": its remaining trials are skipped",
                       highlight=False, soft_wrap=True)
-    if not (depth_finished(study, family, depth) or (settled is not None and settled.verdict == PASSES)):
+    if not (depth_finished(study, family, depth) or (settled is not None and settled.verdict == ABOVE)):
         return
     seen = confirmations(study).get((family, depth))
     record = confirm_depth(ctx, study, family, depth)

@@ -148,12 +148,12 @@ def test_a_depth_short_on_validation_is_settled_only_after_settle_after_trials(s
     _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)  # not settled: runs
     _pruned(study)
     second = settle(ctx, study, "tcn", 1)
-    assert second.verdict == "short" and second.finished == 2 and second.valid == first.valid  # scored once
+    assert second.verdict == "below" and second.finished == 2 and second.valid == first.valid  # scored once
     assert settlement(study, "tcn", 1) == second
-    with pytest.raises(TrialSkipped, match=r"tcn depth 1 is settled \(short\).*wholly below 0.99 after 2 trial"):
+    with pytest.raises(TrialSkipped, match=r"tcn depth 1 is settled: .*wholly below 0.99 after 2 trial"):
         _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)
     _skip_if_settled(_deeper_slot(study), ctx.config, "tcn", 2)  # a miss at depth 1 says nothing of depth 2
-    assert build_report(study).rows[0].settled == "short"
+    assert build_report(study).rows[0].settled == "below"
     assert confirmed_passes(study, "tcn") == []
 
 
@@ -162,8 +162,8 @@ def test_a_depth_above_the_threshold_on_validation_is_settled_at_once(setup) -> 
     ctx.config.target.threshold = 0.05  # the whole validation interval clears it
     study = _study(ctx, 0.05)
     record = settle(ctx, study, "tcn", 1)
-    assert record.verdict == "passes" and record.finished == 1 and record.valid[1] >= 0.05
-    with pytest.raises(TrialSkipped, match=r"settled \(passes\).*wholly above 0.05"):
+    assert record.verdict == "above" and record.finished == 1 and record.valid[1] >= 0.05
+    with pytest.raises(TrialSkipped, match=r"is settled: .*wholly above 0.05"):
         _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)
 
 

@@ -169,6 +169,38 @@ def test_four_workers_complete_exactly_the_plan(tmp_path: Path, databases: list[
     assert parents[0].data.tags["optuna.storage"] == url  # no password in this URL: nothing to mask
 
 
+def test_workers_share_successive_halving_and_settled_depths(tmp_path: Path, databases: list[str]) -> None:
+    """The search as shipped (successive halving within each depth, settled depths) on
+    two workers: four planned trials per depth, none run twice. The tiny networks fall
+    short of 0.999 on their whole validation interval, so once two trials of a depth have
+    finished the depth is settled, by whichever worker finished the second, and the
+    depth's slots claimed after that are skipped on both workers."""
+    extra_study = "stop_settled_depths = true\nsettle_after = 2\n"
+    root, url = _setup(tmp_path, databases)
+    text = ((root / "search.toml").read_text().replace("trials_per_depth = 2", "trials_per_depth = 4\n" + extra_study)
+            .replace('pruning = "none"', 'pruning = "depth-halving"\nhalving_factor = 2\nprune_warmup_epochs = 1'))
+    (root / "search.toml").write_text(text)
+    procs = [_worker(root, f"w{i}.log") for i in range(2)]
+    _wait_all(procs, root)
+    trials = _trials(url)
+    slots = [(t.params["depth"], t.params["repeat"]) for t in trials]
+    assert sorted(slots) == [(d, r) for d in (1, 2) for r in range(4)]  # every planned slot, once
+    study = optuna.load_study(study_name="shared", storage=url)
+    for depth in (1, 2):
+        own = [t for t in trials if t.params["depth"] == depth]
+        trained = [t for t in own if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        skipped = [t for t in own if t.state == TrialState.FAIL]
+        assert len(trained) + len(skipped) == 4 and len(trained) >= 2 and skipped, [t.state for t in own]
+        assert all(f"tcn depth {depth} is settled: " in t.user_attrs["skip_reason"] and "wholly below 0.999" in t.user_attrs["skip_reason"] for t in skipped)
+        settled = study.user_attrs[f"settled:tcn:{depth}"]
+        assert settled["verdict"] == "below" and settled["valid"][2] < 0.999 and settled["finished"] >= 2
+        assert f"confirmation:tcn:{depth}" in study.user_attrs  # still scored on test at the depth's end
+    workers = {t.user_attrs["worker"] for t in trials if "worker" in t.user_attrs}
+    assert len(workers) == 2  # both did training work
+    assert all(t.user_attrs.get("prune_reason", "").endswith("(successive halving)")
+               for t in trials if t.state == TrialState.PRUNED)
+
+
 def _set_up_when_all_are_ready(values: dict, barrier, results) -> None:
     """One of several workers started together: open the stores, wait for the others,
     then all set the study up at the same instant."""

@@ -137,7 +137,7 @@ def test_a_skipped_slot_is_reported_as_skipped_not_failed(finished, tmp_path: Pa
     assert "tcn: shallowest passing depth 1" in result.stdout, result.stdout
     lines = {int(m.group(1)): line for line in result.stdout.splitlines() if (m := re.match(r"trial (\d+) tcn", line))}
     assert lines[0].startswith("trial 0 tcn depth 1: COMPLETE"), lines
-    assert lines[1].startswith("trial 1 tcn depth 1: SKIPPED tcn depth 1 is settled (passes)"), lines
+    assert lines[1].startswith("trial 1 tcn depth 1: SKIPPED tcn depth 1 is settled: candidate trial 0"), lines
     for number in (2, 3):
         assert lines[number].startswith(f"trial {number} tcn depth 2: SKIPPED tcn already passes"), lines
     assert not any("FAIL" in line for line in lines.values())

@@ -56,7 +56,7 @@ class DepthRow:
     passes: bool = False  # the test interval's pessimistic end clears the threshold
     test_1hz: list[float] | None = None  # candidate's spike AUC on test normalised to 1 Hz, [value, low, high]
     fci: list[float] | None = None  # the Functional Complexity Index of that AUC, [value, low, high]
-    settled: str | None = None  # "passes" or "short": the depth stopped before its planned trials were spent
+    settled: str | None = None  # "above" or "below": the depth stopped, its validation interval wholly on that side
 
 
 @dataclass
@@ -308,7 +308,7 @@ def render(report: StudyReport, console: Console) -> None:
             fmt_interval(row.valid), fmt_interval(row.test), fmt_interval(row.test_1hz), fmt_interval(row.fci),
             "—" if row.n_params is None else f"{row.n_params:,}",
             f"{row.complete}/{row.pruned}/{row.skipped}/{row.failed}/{row.pending}"
-            + {"passes": " †", "short": " ‡"}.get(row.settled or "", ""), f"{row.seconds:.0f}",
+            + {"above": " †", "below": " ‡"}.get(row.settled or "", ""), f"{row.seconds:.0f}",
             "[green]yes[/green]" if row.passes else ("no" if row.test else "—"),
         )
     table.caption = ("trials: complete / pruned / skipped (a shallower depth passed, or the depth was settled: "

@@ -6,12 +6,14 @@ is often clear long before they are spent. After each trial of a depth finishes,
 (the cluster bootstrap over whole simulations used on test), and the depth is
 **settled** when that interval lies wholly on one side of the threshold:
 
-- ``passes``: the interval's pessimistic end clears the threshold. More configurations
+- ``above``: the interval's pessimistic end clears the threshold. More configurations
   could only widen the candidate's margin, so the depth goes to the test split now
   (its one look there, as at the end of a depth) and its remaining trials are skipped.
+  Should test disagree, the depth does not pass: the report shows the disagreement
+  rather than looking at test again with another candidate.
   The same test ends a trial's training at the first epoch whose network clears it
   (``target_cleared``): more epochs would only widen the margin too.
-- ``short``: once ``study.settle_after`` of its trials have finished, even the interval's
+- ``below``: once ``study.settle_after`` of its trials have finished, even the interval's
   optimistic end misses the threshold: the best network the depth has produced falls
   short at the precision the validation split allows, so the rest of its budget would
   be spent to confirm a miss. Its remaining trials are skipped; the candidate is still
@@ -38,13 +40,14 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..training.train import Prediction
 
-OPEN, PASSES, SHORT = "open", "passes", "short"
+OPEN, ABOVE, BELOW = "open", "above", "below"
 
 
 @dataclass
 class Settlement:
     """A depth's candidate on validation, ``valid = [value, low, high]``, after ``finished``
-    trials, and the verdict that interval gives (``open``: not settled yet)."""
+    trials, and where that interval lies: ``above`` or ``below`` the threshold, or
+    ``open`` (across it, or below too early: not settled yet)."""
 
     family: str
     depth: int
@@ -60,9 +63,8 @@ class Settlement:
     def reason(self, metric: str, threshold: float) -> str:
         """Why the depth's remaining trials are skipped, for the run's log and the trial."""
         value, low, high = self.valid
-        where = "above" if self.verdict == PASSES else "below"
-        return (f"{self.family} depth {self.depth} is settled ({self.verdict}): candidate trial {self.trial}'s "
-                f"validation {metric} {value:.4f} [{low:.4f}, {high:.4f}] lies wholly {where} {threshold} "
+        return (f"{self.family} depth {self.depth} is settled: candidate trial {self.trial}'s validation {metric} "
+                f"{value:.4f} [{low:.4f}, {high:.4f}] lies wholly {self.verdict} {threshold} "
                 f"after {self.finished} trial(s)")
 
 
@@ -110,9 +112,9 @@ def settle(ctx: Any, study: optuna.Study, family: str, depth: int) -> Settlement
     finished = finished_trials(study, family, depth)
     verdict = OPEN
     if _above(valid, metric, config.target.threshold):
-        verdict = PASSES
+        verdict = ABOVE
     elif finished >= config.study.settle_after and _below(valid, metric, config.target.threshold):
-        verdict = SHORT
+        verdict = BELOW
     record = Settlement(family, depth, best.number, [float(v) for v in valid], finished, verdict)
     study.set_user_attr(settlement_key(family, depth), asdict(record))
     return record

@@ -111,8 +111,10 @@ def make_objective(
             value = _keep_best(trial, ctx, trainer, candidate, run_id)
             state = TrialState.COMPLETE
             return value
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as exc:
             state = TrialState.PRUNED
+            if str(exc):  # the pruner's reason, for the progress line and the report
+                trial.set_user_attr(ATTR_PRUNE_REASON, str(exc))
             raise
         except NonFiniteLoss as exc:
             state = TrialState.PRUNED
