@@ -147,7 +147,6 @@ def run(config: Config, console: Console, progress: bool = True, json_out: Path 
 
         def on_done(trial: FrozenTrial) -> None:
             bar.update(trials_task, completed=len(study.get_trials(deepcopy=False, states=finished)))
-            _settle_or_confirm(study, ctx, trial, bar.console)
             value = "—" if trial.value is None else f"{trial.value:.4f}"
             # a retry inherits its dead attempt's user attrs: show a reason only for its own state
             reason = {
@@ -166,6 +165,7 @@ def run(config: Config, console: Console, progress: bool = True, json_out: Path 
                 f"trial {trial.number} {trial.params.get('family')} depth {trial.params.get('depth')}: "
                 f"{escape(outcome)}".rstrip()
             )
+            _settle_or_confirm(study, ctx, trial, bar.console)
 
         def on_wait(running: int) -> None:
             bar.update(steps_task, description=f"waiting for {running} trial(s) running elsewhere", visible=True)
@@ -187,13 +187,15 @@ def _settle_or_confirm(study: optuna.Study, ctx: StudyContext, trial: FrozenTria
     family, depth = trial.params.get("family"), trial.params.get("depth")
     if family is None:
         return
+    finished = depth_finished(study, family, depth)
     before = settlement(study, family, depth)
-    settled = settle(ctx, study, family, depth)
+    # a finished depth has nothing left to stop: it goes to test as it is
+    settled = before if finished else settle(ctx, study, family, depth)
     metric, threshold = ctx.config.target.metric, ctx.config.target.threshold
     if settled is not None and settled.settled and not (before is not None and before.settled):
         console.print(escape(settled.reason(metric, threshold)) + ": its remaining trials are skipped",
                       highlight=False, soft_wrap=True)
-    if not (depth_finished(study, family, depth) or (settled is not None and settled.verdict == ABOVE)):
+    if not (finished or (settled is not None and settled.verdict == ABOVE)):
         return
     seen = confirmations(study).get((family, depth))
     record = confirm_depth(ctx, study, family, depth)

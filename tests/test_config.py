@@ -27,6 +27,9 @@ def test_shipped_config_is_valid_and_resolves_paths() -> None:
     assert config.tracking.uri == f"sqlite:///{REPO / 'mlflow' / 'mlflow.db'}"
     assert config.target.metric == "spike_auc" and config.target.threshold == 0.99
     assert config.space("tcn").depths
+    # the default study compares every searchable family, with halving per depth and settled depths
+    assert config.study.families == ["tcn", "mlp", "deep_unit"]
+    assert config.training.pruning == "depth-halving" and config.study.stop_settled_depths
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:

@@ -142,6 +142,8 @@ def test_a_skipped_slot_is_reported_as_skipped_not_failed(finished, tmp_path: Pa
         assert lines[number].startswith(f"trial {number} tcn depth 2: SKIPPED tcn already passes"), lines
     assert not any("FAIL" in line for line in lines.values())
     assert "candidate trial 0 on the test split" in result.stdout
+    trial = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/state/optuna.db").trials[0]
+    assert len(trial.intermediate_values) == 1  # of 2 epochs: its network cleared the target after the first
 
 
 def test_second_run_resumes_without_new_work(finished) -> None:
