@@ -59,7 +59,8 @@ class StudySection(_Section):
         "(it is then confirmed on test) or, after settle_after finished trials, wholly below it")
     settle_after: int = Field(2, ge=1, description="trials a depth finishes before it may be settled as short")
     learning_curve: bool = Field(
-        True, description="when a family passes nowhere, measure its best depth's learning curve to say what a pass needs"
+        True, description="when no family passes, measure the learning curve of the depth closest to the target to say "
+        "what a pass needs"
     )
     heartbeat_s: int = Field(10, ge=1)
     grace_s: int = Field(40, ge=2)

@@ -206,9 +206,9 @@ def _settle_or_confirm(study: optuna.Study, ctx: StudyContext, trial: FrozenTria
 
 
 def conclude(study: optuna.Study, ctx: StudyContext, console: Console | None = None) -> StudyReport:
-    """Confirm every finished depth not confirmed yet, measure the learning curve of each
-    family that passes nowhere (``study.learning_curve``), and log the answer on the
-    study run."""
+    """Confirm every finished depth not confirmed yet, measure the learning curve of the
+    depth closest to the target where no family passes (``study.learning_curve``), and
+    log the answer on the study run."""
     slots = {(t.params["family"], t.params["depth"]) for t in study.get_trials(deepcopy=False) if "family" in t.params}
     for family, depth in sorted(slots):
         if depth_finished(study, family, depth):
@@ -247,24 +247,27 @@ def conclude(study: optuna.Study, ctx: StudyContext, console: Console | None = N
 
 
 def _learning_curves(study: optuna.Study, ctx: StudyContext, console: Console | None) -> None:
-    """For each family with no confirmed pass: its best confirmed depth's learning curve."""
+    """Where no family passes: the learning curve of the depth closest to the target (the
+    best confirmed candidate on validation, of any family), which says how much ground
+    truth the cheapest pass would need. One curve, not one per family: each costs about
+    a trial's training again, and the others would each need at least as much data to
+    pass unless their curves are steeper (``neurosearch`` can measure any family's by
+    running a study of that family alone)."""
     confirmed = confirmations(study)
     metric = ctx.config.target.metric
     sign = 1.0 if METRICS[metric].higher_is_better else -1.0
-    for family in ctx.config.study.families:
-        records = [c for (fam, _), c in confirmed.items() if fam == family and metric in c.valid]
-        if not records or any(c.passes for c in records):
-            continue
-        best = max(records, key=lambda c: sign * c.valid[metric][0])
-        key = learning_curve_key(family, best.depth)
-        stored = study.user_attrs.get(key)
-        if isinstance(stored, dict) and stored.get("trial") == best.trial and "margin" in stored:
-            continue  # measured already (a curve stored before margins existed is measured again)
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == best.trial)
-        if console is not None:
-            console.print(f"{family}: no depth passes; measuring depth {best.depth}'s learning curve "
-                          f"(trial {best.trial} retrained on 1/8, 1/4 and 1/2 of the training split)")
-        value, low, high = best.test[metric]
-        curve = learning_curve.measure(ctx, trial, margin=abs(value - (low if sign > 0 else high)))
-        study.set_user_attr(key, curve.to_dict())
-
+    records = [c for (fam, _), c in confirmed.items() if fam in ctx.config.study.families and metric in c.valid]
+    if not records or any(c.passes for c in records):
+        return
+    best = max(records, key=lambda c: sign * c.valid[metric][0])
+    key = learning_curve_key(best.family, best.depth)
+    stored = study.user_attrs.get(key)
+    if isinstance(stored, dict) and stored.get("trial") == best.trial and "margin" in stored:
+        return  # measured already (a curve stored before margins existed is measured again)
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == best.trial)
+    if console is not None:
+        console.print(f"no family passes; measuring the closest, {best.family} depth {best.depth}'s learning curve "
+                      f"(trial {best.trial} retrained on 1/8, 1/4 and 1/2 of the training split)")
+    value, low, high = best.test[metric]
+    curve = learning_curve.measure(ctx, trial, margin=abs(value - (low if sign > 0 else high)))
+    study.set_user_attr(key, curve.to_dict())

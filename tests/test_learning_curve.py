@@ -63,3 +63,58 @@ def test_a_hopeless_curve_gives_no_absurd_figure() -> None:
     assert flat.weak and flat.needed_seconds > 1000 * 800
     text = describe(flat)
     assert "out of reach by more data alone" in text and "NEURON core-hours" not in text
+
+
+# --------------------------------------------------------------------------- measured in a study (runner)
+
+
+def test_one_curve_for_the_candidate_closest_to_the_target(tmp_path, tiny_toml) -> None:
+    """Where no family passes, only the closest candidate's curve is measured (each costs
+    about a trial's training again), really retrained on parts of a real dataset, each
+    part with epochs of the same share of a pass; where a family passes, none is."""
+    import optuna
+    import torch
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from neurosearch.search.answer.confirm import Confirmation, confirmation_key
+    from neurosearch.search.answer.learning_curve import _scaled
+    from neurosearch.search.config import load_config
+    from neurosearch.search.runner import _learning_curves
+    from neurosearch.search.study.attrs import ATTR_SPEC, ATTR_VAL_METRICS
+    from neurosearch.search.study.workspace import Workspace
+    from neurosearch.search.training.objective import StudyContext
+    from neurosearch.simulators import generate
+
+    (tmp_path / "search.toml").write_text(tiny_toml(name="curve", epochs=1, steps_per_epoch=4))
+    config = load_config(tmp_path / "search.toml")
+    config.study.families = ["tcn", "mlp"]
+    dataset = generate(config.simulator, Workspace.of(config).datasets, progress=False)
+    ctx = StudyContext(config, dataset, torch.device("cpu"), tracker=None, parent_run_id="")
+    assert _scaled(config.training, 0.25).steps_per_epoch == 1 and _scaled(config.training, 0.5).steps_per_epoch == 2
+    assert _scaled(config.training.model_copy(update={"steps_per_epoch": None}), 0.25).steps_per_epoch is None
+
+    def study_with(tcn_valid: float, mlp_valid: float, mlp_passes: bool) -> optuna.Study:
+        study = optuna.create_study(storage=f"sqlite:///{tmp_path}/curve{len(list(tmp_path.glob('*.db')))}.db",
+                                    direction="maximize")
+        spec = {"family": "tcn", "depth": 1, "width": 8, "kernels": [10], "dilations": [1], "residual": False,
+                "norm": "none", "activation": "relu"}
+        for number, (family, valid) in enumerate((("tcn", tcn_valid), ("mlp", mlp_valid))):
+            study.add_trial(optuna.trial.create_trial(
+                params={"family": family, "depth": 1, "repeat": 0, "lr": 1e-3},
+                distributions={"family": CategoricalDistribution(["mlp", "tcn"]), "depth": IntDistribution(1, 64),
+                               "repeat": IntDistribution(0, 10_000), "lr": FloatDistribution(1e-4, 1e-1, log=True)},
+                value=valid, user_attrs={ATTR_SPEC: spec if family == "tcn" else {},
+                                         ATTR_VAL_METRICS: {"spike_auc": valid}}))
+            figures = {"spike_auc": [valid, valid - 0.01, valid + 0.01]}
+            record = Confirmation(family, 1, number, figures, figures, family == "mlp" and mlp_passes, 1, 1)
+            study.set_user_attr(confirmation_key(family, 1), record.to_dict())
+        return study
+
+    nothing_passes = study_with(tcn_valid=0.8, mlp_valid=0.7, mlp_passes=False)
+    _learning_curves(nothing_passes, ctx, None)
+    curves = {k: v for k, v in nothing_passes.user_attrs.items() if k.startswith("learning_curve:")}
+    assert list(curves) == ["learning_curve:tcn:1"]  # the closer of the two, and only it
+    assert curves["learning_curve:tcn:1"]["values"][-1] == 0.8 and len(curves["learning_curve:tcn:1"]["values"]) >= 2
+    one_passes = study_with(tcn_valid=0.8, mlp_valid=0.7, mlp_passes=True)
+    _learning_curves(one_passes, ctx, None)
+    assert not [k for k in one_passes.user_attrs if k.startswith("learning_curve:")]

@@ -152,6 +152,15 @@ def describe(curve: LearningCurve) -> str:
     return text
 
 
+def _scaled(settings: Any, fraction: float) -> Any:
+    """Training settings for a part of the training split: an epoch stays the same share of
+    a pass over the data (unset ``steps_per_epoch``: one pass, which shrinks with the part
+    by itself; a set one shrinks with it), so a point costs in proportion to its data."""
+    if settings.steps_per_epoch is None:
+        return settings
+    return settings.model_copy(update={"steps_per_epoch": max(1, round(settings.steps_per_epoch * fraction))})
+
+
 def measure(ctx: Any, trial: Any, margin: float = 0.0, fractions: tuple[float, ...] = FRACTIONS) -> LearningCurve:
     """Retrain a finished trial's architecture (same learning rate and seed) on nested
     parts of the training split; the full-data point is the trial itself. ``ctx`` is the
@@ -176,8 +185,8 @@ def measure(ctx: Any, trial: Any, margin: float = 0.0, fractions: tuple[float, .
                 part = SplitTensors(ctx.dataset, "train", ctx.device, limit=n)
             except UserError:  # too few spikes in so small a part: no point there
                 continue
-            trainer = retrain(spec, ctx.inputs, part, ctx.split("valid"), config.training, trial.params["lr"],
-                              trial_seed(config.study.seed, trial.number), (metric, higher))
+            trainer = retrain(spec, ctx.inputs, part, ctx.split("valid"), _scaled(config.training, fraction),
+                              trial.params["lr"], trial_seed(config.study.seed, trial.number), (metric, higher))
             value = trainer.best_metrics[metric]
         curve.train_seconds.append(n * seconds_per_sim)
         curve.values.append(float(value))
