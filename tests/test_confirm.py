@@ -162,8 +162,9 @@ def test_a_depth_above_the_threshold_on_validation_is_settled_at_once(setup) -> 
     ctx.config.target.threshold = 0.05  # the whole validation interval clears it
     study = _study(ctx, 0.05)
     record = settle(ctx, study, "tcn", 1)
-    assert record.verdict == "above" and record.finished == 1 and record.valid[1] >= 0.05
-    with pytest.raises(TrialSkipped, match=r"is settled: .*wholly above 0.05"):
+    value, low, high = record.valid
+    assert record.verdict == "above" and record.finished == 1 and 2 * low - value >= 0.05
+    with pytest.raises(TrialSkipped, match=r"is settled: .*clears 0.05 with room for the test interval"):
         _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)
 
 
@@ -178,3 +179,19 @@ def test_settling_can_be_turned_off(setup) -> None:
         _skip_if_settled(_waiting_slot(study), ctx.config, "tcn", 1)
     finally:
         ctx.config.study.stop_settled_depths = True
+
+
+def test_settling_above_needs_room_for_the_test_interval() -> None:
+    """Clearing the threshold with validation's lower end alone is a coin toss on test
+    (bench/RESULTS.md: two such depths then missed on test): the lower end must clear it
+    by the interval's own half-width. RMSE (lower is better) mirrors it."""
+    from neurosearch.search.answer.metrics import METRICS
+    from neurosearch.search.answer.settle import _above, _below
+
+    auc = METRICS["spike_auc"]
+    assert not _above([0.9942, 0.9917, 0.9966], auc, 0.99)  # lower end clears, with no room: open
+    assert _above([0.9950, 0.9930, 0.9968], auc, 0.99)  # 2 × 0.9930 − 0.9950 = 0.9910
+    assert _below([0.9850, 0.9800, 0.9890], auc, 0.99) and not _below([0.9850, 0.9800, 0.9905], auc, 0.99)
+    rmse = METRICS["voltage_rmse"]
+    assert _above([1.0, 0.9, 1.1], rmse, 1.25) and not _above([1.0, 0.9, 1.2], rmse, 1.25)
+    assert not _above([float("nan")] * 3, auc, 0.5)

@@ -4,15 +4,19 @@ The plan gives every family and depth ``trials_per_depth`` trials, but a depth's
 is often clear long before they are spent. After each trial of a depth finishes, its
 *candidate* (best on validation) is scored on the validation split with a 95% interval
 (the cluster bootstrap over whole simulations used on test), and the depth is
-**settled** when that interval lies wholly on one side of the threshold:
+**settled** when that interval lies clearly on one side of the threshold:
 
-- ``above``: the interval's pessimistic end clears the threshold. More configurations
-  could only widen the candidate's margin, so the depth goes to the test split now
-  (its one look there, as at the end of a depth) and its remaining trials are skipped.
-  Should test disagree, the depth does not pass: the report shows the disagreement
-  rather than looking at test again with another candidate.
+- ``above``: the interval clears the threshold with room for test's: its pessimistic
+  end, moved on by its own half-width, still clears it (for AUC: 2·low − value ≥
+  threshold). Clearing with the pessimistic end alone is a coin toss on test, whose
+  interval is as wide: were the network's true value at validation's lower end, test's
+  lower bound would sit a half-width below that. With the room, more configurations
+  could only widen a margin already wide enough, so the depth goes to the test split
+  now (its one look there, as at the end of a depth) and its remaining trials are
+  skipped. Should test still disagree, the depth does not pass: the report shows the
+  disagreement rather than looking at test again with another candidate.
   The same test ends a trial's training at the first epoch whose network clears it
-  (``target_cleared``): more epochs would only widen the margin too.
+  (``target_cleared``).
 - ``below``: once ``study.settle_after`` of its trials have finished, even the interval's
   optimistic end misses the threshold: the best network the depth has produced falls
   short at the precision the validation split allows, so the rest of its budget would
@@ -63,9 +67,11 @@ class Settlement:
     def reason(self, metric: str, threshold: float) -> str:
         """Why the depth's remaining trials are skipped, for the run's log and the trial."""
         value, low, high = self.valid
+        where = ("clears " if self.verdict == ABOVE else "lies wholly below ") + str(threshold)
+        if self.verdict == ABOVE:
+            where += " with room for the test interval's width"
         return (f"{self.family} depth {self.depth} is settled: candidate trial {self.trial}'s validation {metric} "
-                f"{value:.4f} [{low:.4f}, {high:.4f}] lies wholly {self.verdict} {threshold} "
-                f"after {self.finished} trial(s)")
+                f"{value:.4f} [{low:.4f}, {high:.4f}] {where} after {self.finished} trial(s)")
 
 
 def settlement_key(family: str, depth: int) -> str:
@@ -121,9 +127,12 @@ def settle(ctx: Any, study: optuna.Study, family: str, depth: int) -> Settlement
 
 
 def _above(figures: list[float], metric: Metric, threshold: float) -> bool:
-    """``[value, low, high]`` lies wholly on the passing side of the threshold (NaN never does)."""
+    """``[value, low, high]``'s pessimistic end, moved on by the distance from the value to
+    it, passes the threshold: a test interval as wide around that end would (NaN never)."""
+    value = figures[0]
     pessimistic = figures[1] if metric.higher_is_better else figures[2]
-    return bool(pessimistic == pessimistic and metric.passes(pessimistic, threshold))
+    room = 2 * pessimistic - value
+    return bool(room == room and metric.passes(room, threshold))
 
 
 def _below(figures: list[float], metric: Metric, threshold: float) -> bool:
