@@ -55,8 +55,9 @@ class StudySection(_Section):
     seed: int = 0
     skip_deeper_once_passing: bool = True
     stop_settled_depths: bool = Field(
-        True, description="a depth stops once its candidate's 95% validation interval lies wholly above the threshold "
-        "(it is then confirmed on test) or, after settle_after finished trials, wholly below it")
+        True, description="a depth stops once its candidate clears the threshold on validation with room for the test "
+        "interval (95% lower end minus its half-width; it is then confirmed on test) or, after settle_after finished "
+        "trials, its whole validation interval lies below it")
     settle_after: int = Field(2, ge=1, description="trials a depth finishes before it may be settled as short")
     learning_curve: bool = Field(
         True, description="when no family passes, measure the learning curve of the depth closest to the target to say "
