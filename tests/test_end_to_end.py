@@ -57,7 +57,8 @@ def test_optuna_storage_holds_the_plan(finished) -> None:
     assert study.user_attrs["dataset_hash"] and study.user_attrs["target_metric"] == "spike_auc"
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
-            assert len(t.intermediate_values) == 2 and 0.0 <= t.value <= 1.0
+            # every epoch reported; a network that clears the target on validation stops early
+            assert 1 <= len(t.intermediate_values) <= 2 and 0.0 <= t.value <= 1.0
             # a trial stands for its best validation epoch (whose weights it saved)
             assert t.value == max(t.intermediate_values.values())
             assert t.intermediate_values[t.user_attrs["best_epoch"]] == t.value
