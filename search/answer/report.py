@@ -56,7 +56,7 @@ class DepthRow:
     passes: bool = False  # the test interval's pessimistic end clears the threshold
     test_1hz: list[float] | None = None  # candidate's spike AUC on test normalised to 1 Hz, [value, low, high]
     fci: list[float] | None = None  # the Functional Complexity Index of that AUC, [value, low, high]
-    settled: str | None = None  # "above" or "below": the depth stopped, its validation interval wholly on that side
+    settled: str | None = None  # "above" or "below": the depth stopped, its validation interval clearly on that side (settle.py)
 
 
 @dataclass

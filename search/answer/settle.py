@@ -67,9 +67,8 @@ class Settlement:
     def reason(self, metric: str, threshold: float) -> str:
         """Why the depth's remaining trials are skipped, for the run's log and the trial."""
         value, low, high = self.valid
-        where = ("clears " if self.verdict == ABOVE else "lies wholly below ") + str(threshold)
-        if self.verdict == ABOVE:
-            where += " with room for the test interval's width"
+        where = (f"clears {threshold} with room for the test interval's width" if self.verdict == ABOVE
+                 else f"lies wholly below {threshold}")
         return (f"{self.family} depth {self.depth} is settled: candidate trial {self.trial}'s validation {metric} "
                 f"{value:.4f} [{low:.4f}, {high:.4f}] {where} after {self.finished} trial(s)")
 
@@ -129,9 +128,7 @@ def settle(ctx: Any, study: optuna.Study, family: str, depth: int) -> Settlement
 def _above(figures: list[float], metric: Metric, threshold: float) -> bool:
     """``[value, low, high]``'s pessimistic end, moved on by the distance from the value to
     it, passes the threshold: a test interval as wide around that end would (NaN never)."""
-    value = figures[0]
-    pessimistic = figures[1] if metric.higher_is_better else figures[2]
-    room = 2 * pessimistic - value
+    room = 2 * metric.bound((figures[1], figures[2])) - figures[0]
     return bool(room == room and metric.passes(room, threshold))
 
 
@@ -142,8 +139,8 @@ def _below(figures: list[float], metric: Metric, threshold: float) -> bool:
 
 
 def target_cleared(config: Config) -> Callable[[Prediction], bool] | None:
-    """For a trial in training: does the network it holds now clear the target on its whole
-    validation interval (what settles a depth as passing)? Bootstrapped only once the
+    """For a trial in training: does the network it holds now clear the target on validation
+    with room for the test interval (what settles a depth as passing)? Bootstrapped only once the
     point value clears the threshold, so a network short of it costs nothing. None when
     ``study.stop_settled_depths`` is off."""
     if not config.study.stop_settled_depths:
