@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import subprocess
 import threading
 import time
+import uuid
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -160,6 +163,84 @@ def make_custom_cell() -> Callable[..., dict[str, Path]]:
 @pytest.fixture
 def custom_files(tmp_path: Path, make_custom_cell) -> dict[str, Path]:
     return make_custom_cell(tmp_path)
+
+
+# --- the PostgreSQL server (127.0.0.1:5432, user postgres, trust auth) of the tests marked postgres
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pg_log_tail(lines: int = 15) -> str:
+    """The end of the server's own log, where it says why it ended a connection (when readable here)."""
+    logs = sorted(Path("/var/log/postgresql").glob("postgresql-*.log"))
+    try:
+        return "".join(logs[-1].read_text(errors="replace").splitlines(keepends=True)[-lines:]) if logs else ""
+    except OSError:
+        return ""
+
+
+class Postgres:
+    """Fresh databases and roles on the local server, dropped when the test that made them ends."""
+
+    def __init__(self) -> None:
+        self.databases: list[str] = []
+        self.roles: list[str] = []
+
+    @staticmethod
+    def execute(sql: str, params: tuple = ()) -> None:
+        """One statement on a new autocommit admin connection (nothing pooled to outlive a restart)."""
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=10) as admin:
+            admin.execute(sql, params)
+
+    def database(self, prefix: str, owner: str | None = None) -> str:
+        """A new empty database; its URL as user postgres."""
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.execute(f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else ""))
+        self.databases.append(name)
+        return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+    def role(self, name: str, password: str) -> None:
+        self.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")
+        self.roles.append(name)
+
+    def drop_all(self, wait_s: float = 90) -> None:
+        """Drop what was made. A server that ended the connection (a test restarted it, or it
+        restarted itself) is waited for and asked again; the second case is reported with the
+        server's log, because no test here should make it happen."""
+        import psycopg
+
+        statements = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in self.databases]
+        statements += [f'DROP ROLE IF EXISTS "{name}"' for name in self.roles]
+        deadline = time.monotonic() + wait_s
+        for sql in statements:
+            while True:
+                try:
+                    self.execute(sql)
+                    break
+                except psycopg.OperationalError as exc:
+                    if time.monotonic() > deadline:
+                        raise
+                    warnings.warn(f"PostgreSQL ended the connection during {sql!r} ({exc}); "
+                                  f"asking again. Its log ends:\n{pg_log_tail()}", stacklevel=1)
+                    time.sleep(2)
+
+
+@pytest.fixture
+def postgres() -> Postgres:
+    """The local PostgreSQL server, or a skip where it is not running (a failure on CI)."""
+    import psycopg
+
+    try:
+        Postgres.execute("SELECT 1")
+    except psycopg.OperationalError:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not running at 127.0.0.1:5432 on CI")
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    server = Postgres()
+    yield server
+    server.drop_all()
 
 
 # --- where the suite's time goes (CI prints it after the run; issue: keep CI under 20 min)

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -22,8 +21,6 @@ from optuna.trial import TrialState
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.postgres
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 STUDY = """
 [study]
@@ -63,41 +60,10 @@ depths = [1, 2]
 """
 
 
-def _admin():
-    import sqlalchemy
-
-    return sqlalchemy.create_engine(ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-
-
-def _server_up() -> bool:
-    import sqlalchemy
-
-    try:  # a missing driver is an error, not "no server"
-        with _admin().connect():
-            return True
-    except sqlalchemy.exc.OperationalError:
-        return False
-
-
 @pytest.fixture
-def databases():
-    """Two fresh databases (Optuna, MLflow); dropped afterwards."""
-    if not _server_up():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not running at 127.0.0.1:5432 on CI")
-        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
-    import sqlalchemy
-
-    names = [f"ns_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
-    engine = _admin()
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield [f"postgresql://postgres@127.0.0.1:5432/{name}" for name in names]
-    engine.dispose()  # a test may have restarted the server under the pooled connection
-    with _admin().connect() as conn:
-        for name in names:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def databases(postgres) -> list[str]:
+    """Two fresh databases (Optuna, MLflow) on the local server; dropped afterwards."""
+    return [postgres.database("ns_optuna"), postgres.database("ns_mlflow")]
 
 
 def _setup(tmp_path: Path, databases: list[str], extra: str = "") -> tuple[Path, str]:
@@ -289,7 +255,7 @@ def test_stop_all_workers_then_resume_with_one(tmp_path: Path, databases: list[s
     assert {t.number for t in before} <= {t.number for t in trials if t.state == TrialState.COMPLETE}
 
 
-def test_a_session_used_again_after_a_restart_cut_it_is_a_lost_connection(databases: list[str]) -> None:
+def test_a_session_used_again_after_a_restart_cut_it_is_a_lost_connection(postgres, databases: list[str]) -> None:
     """What the restart test below can meet by chance, made to happen: the server ends a
     session's connection, and the session is used again while handling that error (as
     Optuna's get_trials falls back to a slower query). The PendingRollbackError this
@@ -305,8 +271,7 @@ def test_a_session_used_again_after_a_restart_cut_it_is_a_lost_connection(databa
     engine = sqlalchemy.create_engine(databases[0], poolclass=sqlalchemy.pool.NullPool)
     with Session(engine) as session:
         pid = session.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar()
-        with _admin().connect() as admin:  # what a restart does to every session
-            admin.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        postgres.execute("SELECT pg_terminate_backend(%s)", (pid,))  # what a restart does to every session
         with pytest.raises(PendingRollbackError) as reused:
             try:
                 session.execute(sqlalchemy.text("SELECT 1"))

@@ -203,43 +203,16 @@ burn_in_ms = 50
 
 # --------------------------------------------------------------------------- passwords (PostgreSQL)
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _admin():
-    import sqlalchemy
-
-    return sqlalchemy.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-
-
 @pytest.fixture
-def role():
+def role(postgres):
     """A real role with a password holding \\ " @ : and a space (trust auth does not check it, but
     every URL carries it) and two databases it owns; (user, password, token, db names)."""
-    import sqlalchemy
-
-    try:
-        with _admin().connect():
-            pass
-    except sqlalchemy.exc.OperationalError:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not running at 127.0.0.1:5432 on CI")
-        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
     tag = uuid.uuid4().hex[:8]
     user, token = f"ns_leak_{tag}", f"tok{uuid.uuid4().hex}"
     password = f'pw\\x "y@z:{token}'
-    names = [f"ns_leak_{kind}_{tag}" for kind in ("optuna", "mlflow")]
-    engine = _admin()
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"))
-        for name in names:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}" OWNER "{user}"'))
-    yield user, password, token, names
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sqlalchemy.text(f'DROP ROLE IF EXISTS "{user}"'))
-    engine.dispose()
+    postgres.role(user, password)
+    names = [postgres.database(f"ns_leak_{kind}", owner=user).rsplit("/", 1)[1] for kind in ("optuna", "mlflow")]
+    return user, password, token, names
 
 
 def _url(user: str, password: str, database: str, port: str = "5432") -> str:

@@ -5,9 +5,7 @@ for every state a trial can be in; and a storage they cannot read goes through O
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
-import uuid
 from pathlib import Path
 
 import optuna
@@ -83,21 +81,8 @@ def test_reads_what_optunas_storage_reads_on_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_reads_what_optunas_storage_reads_on_postgresql() -> None:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not running at 127.0.0.1:5432 on CI")
-        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
-    name = f"ns_reader_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        _check(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def test_reads_what_optunas_storage_reads_on_postgresql(postgres) -> None:
+    _check(postgres.database("ns_reader"))
 
 
 def test_the_installed_optuna_writes_a_schema_the_reader_reads(tmp_path: Path) -> None:
