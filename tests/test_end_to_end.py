@@ -148,6 +148,30 @@ def test_a_skipped_slot_is_reported_as_skipped_not_failed(finished, tmp_path: Pa
     assert len(trial.intermediate_values) == 1  # of 2 epochs: its network cleared the target after the first
 
 
+def test_a_network_stopped_on_the_target_is_not_trained_on_by_a_resumed_worker(finished, tmp_path: Path) -> None:
+    """A worker that dies after its network cleared the target (checkpoint written, trial not
+    yet finished) hands the trial to another; that one must not train the remaining epochs."""
+    from neurosearch.search.config import load_config
+    from neurosearch.search.study.workspace import load_model
+    from neurosearch.search.training.data import SplitTensors
+    from neurosearch.search.training.train import Trainer
+
+    root, _ = finished
+    dataset, _ = first_test_simulation(root)
+    settings = load_config(root / "search.toml").training
+    cpu = torch.device("cpu")
+    train, valid = SplitTensors(dataset, "train", cpu), SplitTensors(dataset, "valid", cpu)
+    uid = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/state/optuna.db").user_attrs["study_uid"]
+    saved = root / "state" / "studies" / "tiny" / uid / "models" / "trial-0.pt"
+
+    def trainer(checkpoint: Path) -> Trainer:
+        return Trainer(load_model(saved, "cpu")[0], train, valid, settings, 1e-3, seed=0, checkpoint=checkpoint)
+
+    assert len(trainer(tmp_path / "stopped.pt").fit(enough=lambda prediction: True)) == 1
+    assert len(trainer(tmp_path / "stopped.pt").fit()) == 1  # resumed: the question was settled
+    assert len(trainer(tmp_path / "plain.pt").fit(enough=lambda prediction: False)) == settings.epochs == 2
+
+
 def test_second_run_resumes_without_new_work(finished) -> None:
     root, _ = finished
     shards = {p: p.stat().st_mtime_ns for p in (root / "state" / "datasets").rglob("*") if p.is_file() and not p.name.startswith(".")}  # not the lock files

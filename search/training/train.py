@@ -137,6 +137,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.seconds = 0.0
+        self.cleared = False  # an epoch already settled the question (``fit``'s ``enough``)
         self._resume()
 
     def _resume(self) -> None:
@@ -150,6 +151,7 @@ class Trainer:
         self.history = [EpochResult(**row) for row in state["history"]]
         self.seconds = state["seconds"]
         self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
+        self.cleared = state.get("cleared", False)  # a worker that died after it stopped on the target
 
     def _save(self) -> None:
         if self.checkpoint is None:
@@ -165,6 +167,7 @@ class Trainer:
                 "seconds": self.seconds,
                 "best_epoch": self.best_epoch,
                 "best_state": self.best_state,
+                "cleared": self.cleared,
             },
             self.checkpoint,
         )
@@ -195,7 +198,7 @@ class Trainer:
         s = self.settings
         steps = self.steps_per_epoch
         for epoch in range(len(self.history), s.epochs):
-            if self.stopped_early:
+            if self.stopped_early or self.cleared:
                 break
             start = time.perf_counter()
             self.model.train()
@@ -216,7 +219,7 @@ class Trainer:
                 raise NonFiniteLoss(f"training loss became {train_loss} in epoch {epoch + 1}")
             prediction = self.predict(self.valid_data)
             metrics = prediction.metrics
-            reached = enough is not None and enough(prediction)
+            self.cleared = enough is not None and enough(prediction)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
@@ -227,8 +230,6 @@ class Trainer:
             self._save()
             if on_epoch is not None:
                 on_epoch(result)
-            if reached:
-                break
         return self.history
 
     @property
