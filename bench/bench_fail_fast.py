@@ -10,13 +10,11 @@ Prints the two times and appends them to bench/RESULTS.md with the machine.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import os
-import platform
 import tempfile
 import time
-from pathlib import Path
+
+from results import heading, publish
 
 from neurosearch.search.errors import mask_url
 from neurosearch.search.preflight import check_tracking
@@ -41,17 +39,14 @@ def main() -> None:
     artifacts = tempfile.mkdtemp(prefix="fail-fast-")
     checked = seconds_to_fail(lambda: check_tracking(args.uri, artifacts))
     opened = seconds_to_fail(lambda: Tracker(args.uri, artifacts, "fail-fast"))
-    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)"
     text = (
-        f"\n## bench_fail_fast — {dt.date.today()} — {machine}\n\n"
+        heading("bench_fail_fast") + "\n"
         f"`python bench/bench_fail_fast.py --uri {mask_url(args.uri)}`\n\n"
         "| what reports the unreachable tracking store | seconds | raised |\n| --- | ---: | --- |\n"
         f"| preflight `check_tracking` (before any simulation) | {checked[0]:.2f} | {checked[1]} |\n"
         f"| MLflow's own first open (`Tracker`) | {opened[0]:.1f} | {opened[1]} |\n"
     )
-    print(text)
-    with open(Path(__file__).with_name("RESULTS.md"), "a") as results:
-        results.write(text)
+    publish(text)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ Prints a table and appends it to bench/RESULTS.md with the machine.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,10 +33,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from results import heading, publish
 
 from neurosearch.simulators import SimulationSpec, generate
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 MATCH_MS = 5.0  # a spike within this of a reference spike is the same spike
 
 # (label, integrator, dt override or None = the cell's, cvode_atol, cache_efficient)
@@ -187,13 +185,9 @@ def main() -> None:
     parser.add_argument("--mechanisms", help="--model custom: its mechanism folder")
     parser.add_argument("--morphology", help="--model custom: its morphology file")
     args = parser.parse_args()
-    machine = f"{platform.node()} ({platform.processor() or platform.machine()}, {cores} cores)"
     if args.methods:
-        text = (f"\n## bench_simulate --methods — {dt.date.today()} — {machine}\n\n"
+        publish(heading("bench_simulate --methods") + "\n"
                 f"`python bench/bench_simulate.py {' '.join(sys.argv[1:])}` — " + compare_methods(args))
-        print(text)
-        with RESULTS.open("a") as out:
-            out.write(text)
         return
     n = args.simulations or 4 * max(args.processes)
 
@@ -215,12 +209,9 @@ def main() -> None:
              "| ---: | ---: | ---: | ---: | ---: |"]
     for procs, wall, rate, eff, per_sim in rows:
         lines.append(f"| {procs} | {wall:.1f} | {rate:.2f} | {eff:.0%} | {per_sim:.3f} |")
-    text = (f"\n## bench_simulate — {dt.date.today()} — {machine}\n\n"
+    publish(heading("bench_simulate") + "\n"
             f"`python bench/bench_simulate.py {' '.join(sys.argv[1:])}` — model {args.model}, {n} simulations × "
             f"{args.duration_ms} ms per run (incl. mechanism load and process start-up)\n\n" + "\n".join(lines) + "\n")
-    print(text)
-    with RESULTS.open("a") as out:
-        out.write(text)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ average) for bench/RESULTS.md; ``--append`` appends it there.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import shlex
 import socket
 import statistics
@@ -26,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from results import heading, publish
 
 STUDY = "bench-startup"
 CONFIG = f'[study]\nname = "{STUDY}"\nstorage = "sqlite:///optuna.db"\n'
@@ -126,19 +126,15 @@ def main() -> None:
             runs = seconds[i, label]
             cells += [f"{statistics.median(runs):.2f}", f"{min(runs):.2f}", "/".join(map(str, sorted(codes[i, label])))]
         rows.append(f"| `{shown}` | " + " | ".join(cells) + " |")
-    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)"
     used = " ".join(["python", "bench/bench_startup.py", *sys.argv[1:]])
     text = (
-        f"\n## bench_startup — {dt.date.today()} — {machine}\n\n"
+        heading("bench_startup") + "\n"
         f"`{used}` — {args.runs} runs per command and executable, whole processes, in a folder whose "
         f"search.toml names a SQLite study of 3 trials{'; PostgreSQL: ' + postgres if postgres else ''}. "
         f"Load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after.\n\n"
         + "\n".join(rows) + "\n"
     )
-    print(text)
-    if args.append:
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as results:
-            results.write(text)
+    publish(text, append=args.append)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import optuna
 import torch
+from results import heading, publish
 
 from neurosearch.search.config import load_config
 from neurosearch.search.study.workspace import Workspace, load_model, load_study, study_uid
@@ -32,7 +31,6 @@ from neurosearch.search.training.train import resolve_device
 from neurosearch.simulators import Dataset
 from neurosearch.spaces import InputMeta, get_family, n_params
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 REFERENCE = {"family": "tcn", "depth": 7, "width": 128, "kernels": [54] + [24] * 6, "dilations": [1] * 7,
              "residual": False, "norm": "batch", "activation": "relu"}
 
@@ -102,16 +100,13 @@ def main() -> None:
     for name, size, speed in rows:
         one = speed * neuron if neuron else float("nan")
         lines.append(f"| {name} | {size:,} | {speed:,.1f} | {one:,.1f} | {one / cores:,.1f} |")
-    machine = f"{platform.node()} ({platform.processor() or platform.machine()}, {cores} cores" + (
-        f", {torch.cuda.get_device_name(device)})" if device.type == "cuda" else ")")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     neuron_note = f"{neuron:.3f} wall-s per simulated s on one core" if neuron else "unknown (no dataset manifest)"
-    text = (f"\n## bench_surrogate — {dt.date.today()} — {machine}\n\n"
+    text = (heading("bench_surrogate", gpu) + "\n"
             f"`python bench/bench_surrogate.py {' '.join(sys.argv[1:])}` — study {config.study.name}, device "
             f"{device}, amp {args.amp}, batch {args.batch} × {args.seconds:g} s; NEURON: {neuron_note}\n\n"
             + "\n".join(lines) + "\n")
-    print(text)
-    with RESULTS.open("a") as out:
-        out.write(text)
+    publish(text)
 
 
 if __name__ == "__main__":

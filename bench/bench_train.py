@@ -14,20 +14,18 @@ Prints a table and appends it to bench/RESULTS.md with the machine.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import platform
 import time
 from pathlib import Path
 
 import torch
+from results import heading, publish
 from synthetic import SyntheticDataset  # bench/synthetic.py (bench scripts run from bench/ on sys.path)
 
 from neurosearch.search.config import TrainingSection
 from neurosearch.search.training.data import SplitTensors
 from neurosearch.search.training.train import Trainer, predict, resolve_device
 from neurosearch.spaces import InputMeta, get_family, n_params
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 REFERENCE = {"family": "tcn", "depth": 7, "width": 128, "kernels": [54] + [24] * 6, "dilations": [1] * 7,
              "residual": False, "norm": "batch", "activation": "relu"}
@@ -99,8 +97,8 @@ def main() -> None:
         rows.append(f"| {label} | {r['params']:,} | {args.batch}×{args.window} ms | {args.amp} | "
                     f"{r['train_ms_per_s']:,.0f} | {r['infer_neuron_s_per_s']:,.1f} |")
         print(rows[-1], flush=True)
-    table = "\n".join([
-        f"\n## Training/inference throughput — {dt.date.today()} — {device}",
+    publish([
+        heading("bench_train", f"device {device}"),
         f"Machine: {machine()}",
         f"Command: `python bench/bench_train.py --device {args.device} --batch {args.batch} --window {args.window} "
         f"--steps {args.steps} --amp {args.amp}{' --skip-reference' if args.skip_reference else ''}`\n",
@@ -108,9 +106,6 @@ def main() -> None:
         "| --- | ---: | --- | --- | ---: | ---: |",
         *rows,
     ])
-    print(table)
-    with RESULTS.open("a") as out:
-        out.write(table + "\n")
 
 
 if __name__ == "__main__":
