@@ -206,9 +206,10 @@ class Postgres:
         self.roles.append(name)
 
     def drop_all(self, wait_s: float = 90) -> None:
-        """Drop what was made. A server that ended the connection (a test restarted it, or it
-        restarted itself) is waited for and asked again; the second case is reported with the
-        server's log, because no test here should make it happen."""
+        """Drop what was made. A server that ends the connection or refuses it (restarting) is
+        waited for and asked again, each time with a warning carrying the server's log: a test's
+        own restart is over before its teardown, so what is warned of is a server that ended
+        sessions by itself."""
         import psycopg
 
         statements = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in self.databases]
